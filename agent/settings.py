@@ -1,0 +1,138 @@
+"""One validated settings object, loaded from ``config/*.toml`` and the environment.
+
+Precedence (highest first): environment variables ``AVATAR_RELAY_<SECTION>__<KEY>``,
+the TOML file named by ``AVATAR_RELAY_CONFIG``, then ``config/default.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .protocol.constants import ANIMATION_TOPIC, SUPPORTED_SAMPLE_RATES
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+CONFIG_PATH_ENV = "AVATAR_RELAY_CONFIG"
+
+MotionSourceName = Literal["embedded", "clapperboard", "spatius"]
+ParticipantKindName = Literal["standard", "agent", "sip", "ingress", "egress", "connector"]
+
+
+class SettingsError(ValueError):
+    """The configuration is broken; the message names every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSettings(_Section):
+    name: str = Field(default="avatar-relay", min_length=1, max_length=64)
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    load_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+
+
+class AudioSettings(_Section):
+    sample_rate: int = 24000
+    queue_ms: int = Field(default=100, ge=20, le=2000)
+    transport: Literal["track", "data", "both"] = "track"
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _supported_rate(cls, value: int) -> int:
+        if value not in SUPPORTED_SAMPLE_RATES:
+            raise ValueError(f"must be one of {SUPPORTED_SAMPLE_RATES}")
+        return value
+
+
+class MotionSettings(_Section):
+    source: MotionSourceName = "embedded"
+    lookahead_ms: int = Field(default=100, ge=0, le=500)
+    seed: int = 0
+    stall_timeout_ms: int = Field(default=500, ge=50, le=10_000)
+
+
+class RelaySettings(_Section):
+    topic: str = Field(default=ANIMATION_TOPIC, min_length=1, max_length=128)
+    idle_interval_ms: int = Field(default=200, ge=40, le=10_000)
+    max_speak_audio_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_speak_text_chars: int = Field(default=2000, ge=1, le=100_000)
+
+
+class AuthSettings(_Section):
+    dev_mode: bool = False
+    allow_all: bool = False
+    identities: tuple[str, ...] = ()
+    attributes: dict[str, str] = Field(default_factory=dict)
+    kinds: tuple[ParticipantKindName, ...] = ()
+
+    @model_validator(mode="after")
+    def _allow_all_only_in_dev(self) -> AuthSettings:
+        if self.allow_all and not self.dev_mode:
+            raise ValueError("auth.allow_all is only permitted with auth.dev_mode = true")
+        return self
+
+
+class TtsSettings(_Section):
+    voice: str = Field(default="en-us", pattern=r"^[A-Za-z0-9_+\-]{1,32}$")
+    words_per_minute: int = Field(default=165, ge=80, le=450)
+
+
+class Settings(BaseSettings):
+    """Everything the worker needs, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AVATAR_RELAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    agent: AgentSettings = AgentSettings()
+    audio: AudioSettings = AudioSettings()
+    motion: MotionSettings = MotionSettings()
+    relay: RelaySettings = RelaySettings()
+    auth: AuthSettings = AuthSettings()
+    tts: TtsSettings = TtsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = [DEFAULT_CONFIG_PATH]
+        override = os.environ.get(CONFIG_PATH_ENV)
+        if override:
+            files.append(Path(override))
+        # Later files win over earlier ones; the environment wins over every file.
+        toml_sources = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in reversed(files)]
+        return (init_settings, env_settings, *toml_sources)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Load and validate settings; raise SettingsError with every problem listed."""
+    override = os.environ.get(CONFIG_PATH_ENV)
+    if override and not Path(override).is_file():
+        raise SettingsError(f"{CONFIG_PATH_ENV}={override!r} is not a readable file")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid avatar-relay configuration: {problems}") from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise SettingsError(f"invalid avatar-relay configuration file: {exc}") from exc
