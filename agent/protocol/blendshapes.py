@@ -66,11 +66,16 @@ class ArkitU8Codec:
         if w.shape != (len(self.channels),):
             raise ValueError(f"expected {len(self.channels)} weights, got shape {w.shape}")
         clipped = np.clip(np.nan_to_num(w), self._lo, 1.0)
-        return np.rint((clipped + self._offset) * self._scale).astype(np.uint8).tobytes()
+        quantized: npt.NDArray[np.uint8] = np.rint((clipped + self._offset) * self._scale).astype(
+            np.uint8
+        )
+        return quantized.tobytes()
 
     def decode(self, payload: bytes) -> npt.NDArray[np.float32]:
         """Decode one frame back to float weights (exact to 1/255, or 1/127.5 for head pose)."""
         if len(payload) != len(self.channels):
-            raise ValueError(f"arkit-u8 frame has {len(payload)} bytes, expected {len(self.channels)}")
+            raise ValueError(
+                f"arkit-u8 frame has {len(payload)} bytes, expected {len(self.channels)}"
+            )
         q = np.frombuffer(payload, dtype=np.uint8).astype(np.float32)
         return q / self._scale - self._offset

@@ -112,5 +112,7 @@ class Idle:
     sent_at_us: int = 0
 
 
-Message = ConversationStart | AnimationFrames | AudioData | ConversationEnd | Interrupt | AudioOnly | Idle
+Message = (
+    ConversationStart | AnimationFrames | AudioData | ConversationEnd | Interrupt | AudioOnly | Idle
+)
 """Every message of protocol version 1."""
