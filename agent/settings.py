@@ -37,7 +37,9 @@ class _Section(BaseModel):
 
 class AgentSettings(_Section):
     name: str = Field(default="avatar-relay", min_length=1, max_length=64)
+    http_host: str = "127.0.0.1"
     http_port: int = Field(default=8081, ge=0, le=65535)
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
     load_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
 
 
@@ -118,7 +120,9 @@ class Settings(BaseSettings):
         if override:
             files.append(Path(override))
         # Later files win over earlier ones; the environment wins over every file.
-        toml_sources = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in reversed(files)]
+        toml_sources = [
+            TomlConfigSettingsSource(settings_cls, toml_file=f) for f in reversed(files)
+        ]
         return (init_settings, env_settings, *toml_sources)
 
 

@@ -48,3 +48,12 @@ DEFAULT_FPS: Final = 25
 
 SUPPORTED_SAMPLE_RATES: Final = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 """Audio sample rates the Host Mode client contract accepts."""
+
+RPC_ERROR_BAD_REQUEST: Final = 4400
+"""RPC error code: the request payload is malformed, empty or too large."""
+
+RPC_ERROR_UNAUTHORIZED: Final = 4403
+"""RPC error code: the caller is not allowed to control the avatar."""
+
+RPC_ERROR_UNAVAILABLE: Final = 4503
+"""RPC error code: the relay cannot serve the request now (e.g. TTS failed)."""

@@ -1,0 +1,23 @@
+"""The relay: conversations, pacing against audio, control and publishing for one room."""
+
+from .auth import Authorizer, UnauthorizedError
+from .control import RelayControl, speak_pcm
+from .conversation import PlaybackResult
+from .room_relay import ConversationHandle, RelayClosedError, RoomRelay
+from .tts import EspeakTts, Pcm, TtsError, WavError, parse_wav
+
+__all__ = [
+    "Authorizer",
+    "ConversationHandle",
+    "EspeakTts",
+    "Pcm",
+    "PlaybackResult",
+    "RelayClosedError",
+    "RelayControl",
+    "RoomRelay",
+    "TtsError",
+    "UnauthorizedError",
+    "WavError",
+    "parse_wav",
+    "speak_pcm",
+]

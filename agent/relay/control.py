@@ -1,0 +1,175 @@
+"""Direct control of the avatar by participants: speak a WAV or text, interrupt, switch motion.
+
+Every request is authorized first; a refused or malformed request gets a clear RPC error and
+one log line, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from livekit import rtc
+
+from ..motion.base import MotionSource
+from ..protocol.constants import (
+    RPC_ERROR_BAD_REQUEST,
+    RPC_ERROR_UNAUTHORIZED,
+    RPC_ERROR_UNAVAILABLE,
+    RPC_INTERRUPT,
+    RPC_SET_MOTION_SOURCE,
+    RPC_SPEAK_TEXT,
+    SPEAK_AUDIO_STREAM_TOPIC,
+)
+from ..settings import Settings
+from .auth import Authorizer, UnauthorizedError
+from .log import ctx, logger
+from .room_relay import ConversationHandle, RoomRelay
+from .tts import EspeakTts, Pcm, TtsError, WavError, parse_wav
+
+MotionFactory = Callable[[str], MotionSource]
+
+
+async def speak_pcm(relay: RoomRelay, pcm: Pcm) -> ConversationHandle:
+    """Queue one utterance of complete audio as a conversation."""
+    handle = await relay.open_conversation()
+    frame = rtc.AudioFrame(pcm.samples.tobytes(), pcm.sample_rate, 1, len(pcm.samples))
+    handle.push_frame(frame)
+    handle.end()
+    return handle
+
+
+class RelayControl:
+    """Registers the control RPCs and the speak-audio byte stream on a room."""
+
+    def __init__(
+        self,
+        *,
+        room: rtc.Room,
+        relay: RoomRelay,
+        settings: Settings,
+        motion_factory: MotionFactory,
+        tts: EspeakTts | None = None,
+    ) -> None:
+        self._room = room
+        self._relay = relay
+        self._settings = settings
+        self._auth = Authorizer(settings.auth)
+        self._motion_factory = motion_factory
+        self._tts = tts or EspeakTts(settings.tts)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self) -> None:
+        lp = self._room.local_participant
+        lp.register_rpc_method(RPC_SPEAK_TEXT, self._speak_text)
+        lp.register_rpc_method(RPC_INTERRUPT, self._interrupt)
+        lp.register_rpc_method(RPC_SET_MOTION_SOURCE, self._set_motion_source)
+        self._room.register_byte_stream_handler(SPEAK_AUDIO_STREAM_TOPIC, self._on_speak_audio)
+
+    async def aclose(self) -> None:
+        lp = self._room.local_participant
+        for method in (RPC_SPEAK_TEXT, RPC_INTERRUPT, RPC_SET_MOTION_SOURCE):
+            lp.unregister_rpc_method(method)
+        self._room.unregister_byte_stream_handler(SPEAK_AUDIO_STREAM_TOPIC)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _authorize(self, method: str, identity: str) -> None:
+        self._relay.metrics.control_request(method)
+        try:
+            self._auth.check(self._room, identity)
+        except UnauthorizedError as exc:
+            self._relay.metrics.control_denied(method, "unauthorized")
+            logger.warning(
+                "control request refused",
+                extra=ctx(self._room.name, method=method, caller=identity, reason=str(exc)),
+            )
+            raise rtc.RpcError(RPC_ERROR_UNAUTHORIZED, str(exc)) from exc
+
+    def _bad_request(self, method: str, identity: str, why: str) -> rtc.RpcError:
+        self._relay.metrics.control_denied(method, "bad_request")
+        logger.warning(
+            "malformed control request",
+            extra=ctx(self._room.name, method=method, caller=identity, reason=why),
+        )
+        return rtc.RpcError(RPC_ERROR_BAD_REQUEST, why)
+
+    # -- RPC handlers -----------------------------------------------------------------------
+    async def _speak_text(self, data: rtc.RpcInvocationData) -> str:
+        self._authorize(RPC_SPEAK_TEXT, data.caller_identity)
+        text = data.payload.strip()
+        limit = self._settings.relay.max_speak_text_chars
+        if not text:
+            raise self._bad_request(RPC_SPEAK_TEXT, data.caller_identity, "text is empty")
+        if len(text) > limit:
+            raise self._bad_request(
+                RPC_SPEAK_TEXT, data.caller_identity, f"text exceeds {limit} characters"
+            )
+        try:
+            pcm = await self._tts.synthesize(text)
+        except TtsError as exc:
+            logger.error("tts failed", extra=ctx(self._room.name, error=str(exc)))
+            raise rtc.RpcError(RPC_ERROR_UNAVAILABLE, f"text-to-speech failed: {exc}") from exc
+        handle = await speak_pcm(self._relay, pcm)
+        logger.info(
+            "speaking text", extra=ctx(self._room.name, handle.id, caller=data.caller_identity)
+        )
+        return handle.id
+
+    async def _interrupt(self, data: rtc.RpcInvocationData) -> str:
+        self._authorize(RPC_INTERRUPT, data.caller_identity)
+        return self._relay.interrupt_all() or ""
+
+    async def _set_motion_source(self, data: rtc.RpcInvocationData) -> str:
+        self._authorize(RPC_SET_MOTION_SOURCE, data.caller_identity)
+        name = data.payload.strip()
+        try:
+            source = self._motion_factory(name)
+        except ValueError as exc:
+            raise self._bad_request(RPC_SET_MOTION_SOURCE, data.caller_identity, str(exc)) from exc
+        old = self._relay.set_motion_source(source)
+        if old is not source:
+            await old.aclose()
+        logger.info("motion source switched", extra=ctx(self._room.name, source=name))
+        return name
+
+    # -- speak-audio byte stream ------------------------------------------------------------
+    def _on_speak_audio(self, reader: rtc.ByteStreamReader, identity: str) -> None:
+        task = asyncio.create_task(
+            self._receive_speak_audio(reader, identity), name=f"relay.speak-audio.{identity}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _receive_speak_audio(self, reader: rtc.ByteStreamReader, identity: str) -> None:
+        method = SPEAK_AUDIO_STREAM_TOPIC
+        try:
+            self._authorize(method, identity)
+        except rtc.RpcError:
+            return  # refused and logged; the stream is left unread
+        limit = self._settings.relay.max_speak_audio_bytes
+        declared = reader.info.size or 0
+        if declared > limit:
+            self._bad_request(method, identity, f"WAV of {declared} bytes exceeds {limit}")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in reader:
+                size += len(chunk)
+                if size > limit:
+                    self._bad_request(method, identity, f"WAV exceeds {limit} bytes")
+                    return
+                chunks.append(chunk)
+        except Exception as exc:  # aborted by the sender or the room went away
+            self._bad_request(method, identity, f"stream failed: {exc}")
+            return
+        try:
+            pcm = parse_wav(b"".join(chunks))
+        except WavError as exc:
+            self._bad_request(method, identity, str(exc))
+            return
+        handle = await speak_pcm(self._relay, pcm)
+        logger.info("speaking audio", extra=ctx(self._room.name, handle.id, caller=identity))

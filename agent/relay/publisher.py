@@ -1,0 +1,81 @@
+"""Sends protocol messages on the room's data channel, in order, from one owned task.
+
+Senders enqueue without awaiting, so the frame pacer's timing is never held up by the
+network; the single sender task keeps every packet in the order it was enqueued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+from livekit import rtc
+
+from ..protocol import Message, Packetizer
+from .log import ctx, logger
+from .metrics import RelayMetrics
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class MessagePublisher:
+    """Encodes messages to packets (fragmenting when needed) and publishes them reliably."""
+
+    def __init__(self, *, room: rtc.Room, topic: str, metrics: RelayMetrics) -> None:
+        self._room = room
+        self._topic = topic
+        self._metrics = metrics
+        # A random first fragment id: receivers never splice fragments across relay restarts.
+        self._packetizer = Packetizer(first_message_id=secrets.randbelow(2**31))
+        self._queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue()
+        self._send_atask: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._send_atask is None:
+            self._send_atask = asyncio.create_task(self._send_loop(), name="relay.publisher")
+
+    def send(self, msg: Message) -> None:
+        """Queue a message for sending now; never blocks."""
+        packets = self._packetizer.packetize(msg)
+        self._idle.clear()
+        self._queue.put_nowait(packets)
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been handed to the room."""
+        await self._idle.wait()
+
+    async def _send_loop(self) -> None:
+        while True:
+            packets = await self._queue.get()
+            if packets is None:
+                return
+            for packet in packets:
+                try:
+                    await self._room.local_participant.publish_data(
+                        packet, reliable=True, topic=self._topic
+                    )
+                except Exception as exc:  # the room is going away; nothing to resend to
+                    logger.warning(
+                        "data packet not sent", extra=ctx(self._room.name, error=repr(exc))
+                    )
+                    self._metrics.packets_failed.inc()
+                else:
+                    self._metrics.packets_sent.inc()
+                    self._metrics.bytes_sent.inc(len(packet))
+            if self._queue.empty():
+                self._idle.set()
+
+    async def aclose(self) -> None:
+        if self._send_atask is None:
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._send_atask, 5)
+        except TimeoutError:
+            self._send_atask.cancel()
+        self._send_atask = None

@@ -1,0 +1,514 @@
+"""The relay of one room: conversations in, synchronized audio track and animation out.
+
+One pump task plays conversations in order into the audio track. For each conversation a
+pacer task releases animation frame ``k`` at the moment the audio track emits frame ``k``'s
+first sample, so participants receive a frame together with the audio it belongs to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import numpy as np
+from livekit import rtc
+
+from ..motion.base import MotionError, MotionFrame, MotionSource, MotionStreamEnd
+from ..protocol import (
+    AnimationFrames,
+    AudioData,
+    AudioOnly,
+    ConversationEnd,
+    ConversationStart,
+    Idle,
+    Interrupt,
+)
+from ..protocol.constants import (
+    ATTRIBUTE_AUDIO_TRACK,
+    ATTRIBUTE_ROLE,
+    AUDIO_TRACK_NAME,
+    DEFAULT_FPS,
+    ROLE_RELAY,
+)
+from ..settings import Settings
+from .audio_out import EmissionAnchor, TrackAudioOut
+from .conversation import AudioOnlyReason, Conversation, Int16Array, PlaybackResult
+from .log import ctx, logger
+from .metrics import RelayMetrics
+from .publisher import MessagePublisher, now_us
+
+CHUNK_MS = 10
+"""Audio is captured into the track in 10 ms chunks, WebRTC's own frame size."""
+AUDIO_DATA_CHUNK_MS = 100
+"""Audio sent as data (audio transport ``data``/``both``) goes in 100 ms messages."""
+MOTION_OPEN_TIMEOUT = 2.0
+"""A motion source that cannot open a stream this fast leaves the conversation audio-only."""
+
+
+class RelayClosedError(RuntimeError):
+    """The relay was closed; no more conversations can be started."""
+
+
+class ConversationHandle:
+    """What a producer (voice agent output, WAV, TTS) holds to feed one conversation."""
+
+    def __init__(self, relay: RoomRelay, conversation: Conversation) -> None:
+        self._relay = relay
+        self._conv = conversation
+        self._resampler: rtc.AudioResampler | None = None
+        self._resampler_rate = 0
+
+    @property
+    def id(self) -> str:
+        return self._conv.id
+
+    def push_pcm(self, pcm: bytes | Int16Array) -> None:
+        """PCM s16le mono at the relay's sample rate."""
+        if isinstance(pcm, bytes | bytearray | memoryview):
+            if len(pcm) % 2:
+                raise ValueError("PCM s16le needs an even number of bytes")
+            pcm = np.frombuffer(pcm, dtype=np.int16)
+        self._relay._note_input(self._conv)
+        self._conv.push(pcm)
+
+    def push_frame(self, frame: rtc.AudioFrame) -> None:
+        """Any rate and channel count; converted to the relay's mono rate."""
+        data = np.frombuffer(frame.data, dtype=np.int16)
+        if frame.num_channels > 1:
+            data = data.reshape(-1, frame.num_channels).mean(axis=1).round().astype(np.int16)
+        rate = self._relay.sample_rate
+        if frame.sample_rate == rate:
+            self.push_pcm(data)
+            return
+        if self._resampler is None or self._resampler_rate != frame.sample_rate:
+            self._resampler = rtc.AudioResampler(frame.sample_rate, rate, num_channels=1)
+            self._resampler_rate = frame.sample_rate
+        mono = rtc.AudioFrame(data.tobytes(), frame.sample_rate, 1, len(data))
+        for out in self._resampler.push(mono):
+            self.push_pcm(np.frombuffer(out.data, dtype=np.int16).copy())
+
+    def end(self) -> None:
+        """No more audio: the conversation ends after what was pushed has played."""
+        if self._resampler is not None:
+            for out in self._resampler.flush():
+                self.push_pcm(np.frombuffer(out.data, dtype=np.int16).copy())
+            self._resampler = None
+        self._conv.close_input()
+
+    def interrupt(self) -> None:
+        self._relay._interrupt(self._conv)
+
+    async def wait_for_playout(self) -> PlaybackResult:
+        return await asyncio.shield(self._conv.result)
+
+
+RelayEvent = Literal["playback_started", "playback_finished"]
+
+
+class RoomRelay(rtc.EventEmitter[RelayEvent]):
+    """Owns the room's avatar track, its conversations, the pacing and the idle motion."""
+
+    def __init__(
+        self,
+        *,
+        room: rtc.Room,
+        settings: Settings,
+        motion_source: MotionSource,
+        metrics: RelayMetrics | None = None,
+    ) -> None:
+        super().__init__()
+        self._room = room
+        self._settings = settings
+        self._motion_source = motion_source
+        self.sample_rate = settings.audio.sample_rate
+        self.metrics = metrics or RelayMetrics(room.name)
+        self._out = TrackAudioOut(sample_rate=self.sample_rate, queue_ms=settings.audio.queue_ms)
+        self._publisher = MessagePublisher(
+            room=room, topic=settings.relay.topic, metrics=self.metrics
+        )
+        self._pending: deque[Conversation] = deque()
+        self._pending_changed = asyncio.Event()
+        self._current: Conversation | None = None
+        self._anchor: EmissionAnchor | None = None
+        self._anchor_changed = asyncio.Event()
+        self._first_input_at: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pump_atask: asyncio.Task[None] | None = None
+        self._idle_atask: asyncio.Task[None] | None = None
+        self._idle_seq = 0
+        self._idle_t0 = time.monotonic()
+        self._closed = False
+        self._publication: rtc.LocalTrackPublication | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def room_name(self) -> str:
+        return self._room.name
+
+    @property
+    def motion_source(self) -> MotionSource:
+        return self._motion_source
+
+    def set_motion_source(self, source: MotionSource) -> MotionSource:
+        """Use ``source`` from the next conversation on; returns the previous source."""
+        old, self._motion_source = self._motion_source, source
+        return old
+
+    async def start(self) -> None:
+        """Publish the avatar's track, announce the relay role, start pacing and idle motion."""
+        self._publisher.start()
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        self._publication = await self._room.local_participant.publish_track(
+            self._out.track, options
+        )
+        await self._room.local_participant.set_attributes(
+            {ATTRIBUTE_ROLE: ROLE_RELAY, ATTRIBUTE_AUDIO_TRACK: AUDIO_TRACK_NAME}
+        )
+        self._pump_atask = asyncio.create_task(self._pump(), name="relay.pump")
+        self._idle_atask = asyncio.create_task(self._idle_loop(), name="relay.idle")
+
+    async def aclose(self) -> None:
+        """End every conversation (with end/interrupt messages), stop all tasks, free the track."""
+        if self._closed:
+            return
+        self._closed = True
+        self.interrupt_all()
+        tasks = [t for t in (self._pump_atask, self._idle_atask) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._tasks:
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._publisher.aclose()
+        await self._out.aclose()
+
+    def _spawn(self, coro: asyncio.Future[None] | object, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- producer API -----------------------------------------------------------------------
+    async def open_conversation(self) -> ConversationHandle:
+        """Start a conversation; it plays after the ones already queued."""
+        if self._closed:
+            raise RelayClosedError("the relay is closed")
+        conv = Conversation(sample_rate=self.sample_rate)
+        self._pending.append(conv)
+        self._pending_changed.set()
+        self._spawn(self._run_motion(conv), f"relay.motion.{conv.id}")
+        return ConversationHandle(self, conv)
+
+    @property
+    def current_conversation_id(self) -> str | None:
+        return self._current.id if self._current is not None else None
+
+    def interrupt_all(self) -> str | None:
+        """Stop what plays and drop what is queued; returns the id that was playing."""
+        playing = self.current_conversation_id
+        for conv in list(self._pending):
+            self._interrupt(conv)
+        if self._current is not None:
+            self._interrupt(self._current)
+        return playing
+
+    def _interrupt(self, conv: Conversation) -> None:
+        if conv.interrupted or conv.result.done():
+            return
+        conv.interrupt()
+        if conv in self._pending:
+            self._pending.remove(conv)
+            conv.finish(0.0)
+            self._spawn(self._close_motion(conv, interrupt=True), f"relay.motion-close.{conv.id}")
+        elif conv is self._current:
+            self._out.clear()
+
+    def _note_input(self, conv: Conversation) -> None:
+        self._first_input_at.setdefault(conv.id, time.monotonic())
+
+    # -- motion -----------------------------------------------------------------------------
+    async def _run_motion(self, conv: Conversation) -> None:
+        """Open the conversation's motion stream and collect its frames."""
+        try:
+            stream = await asyncio.wait_for(
+                self._motion_source.open_stream(conv.id, self.sample_rate), MOTION_OPEN_TIMEOUT
+            )
+        except (MotionError, TimeoutError, ValueError) as exc:
+            logger.warning(
+                "motion source unavailable", extra=ctx(self.room_name, conv.id, error=repr(exc))
+            )
+            conv.mark_audio_only("motion_unavailable")
+            conv.end_motion()
+            return
+        if conv.interrupted:
+            await stream.interrupt()
+            await stream.aclose()
+            return
+        conv.attach_motion(stream)
+        try:
+            async for item in stream:
+                if isinstance(item, MotionFrame):
+                    conv.add_frame(item.index, item.payload)
+                elif isinstance(item, MotionStreamEnd):
+                    if item.audio_only:
+                        conv.mark_audio_only("motion_empty")
+                    break
+        except Exception as exc:
+            logger.warning(
+                "motion stream failed", extra=ctx(self.room_name, conv.id, error=repr(exc))
+            )
+            conv.mark_audio_only("motion_failed")
+        finally:
+            conv.end_motion()
+            await stream.aclose()
+
+    async def _close_motion(self, conv: Conversation, *, interrupt: bool) -> None:
+        if conv.motion is not None:
+            with contextlib.suppress(Exception):
+                if interrupt:
+                    await conv.motion.interrupt()
+
+    # -- the pump: conversations into the audio track ---------------------------------------
+    async def _pump(self) -> None:
+        while True:
+            while not self._pending:
+                self._pending_changed.clear()
+                await self._pending_changed.wait()
+            conv = self._pending.popleft()
+            self._current = conv
+            try:
+                await self._play(conv)
+            except asyncio.CancelledError:
+                conv.finish(self._out.anchor().position / self.sample_rate)
+                raise
+            except Exception:
+                logger.exception("conversation failed", extra=ctx(self.room_name, conv.id))
+                conv.finish(self._out.anchor().position / self.sample_rate)
+            finally:
+                self._current = None
+
+    async def _play(self, conv: Conversation) -> None:
+        rate = self.sample_rate
+        chunk = rate * CHUNK_MS // 1000
+        lookahead = rate * self._settings.motion.lookahead_ms // 1000
+        self._out.reset_position()
+        self._anchor = None
+        pacer: asyncio.Task[None] | None = None
+        position = 0
+        data_buffer: list[Int16Array] = []
+        data_first_sample = 0
+        while not conv.interrupted:
+            # Hold audio back until the motion source has seen `lookahead` beyond it.
+            need = position + chunk + lookahead
+            timeout = None if not conv.started else max(self._out.queued_seconds() - 0.015, 0)
+            if not await conv.wait_for_input(need, timeout):
+                # The producer is slower than real time: keep the timeline continuous.
+                conv.pad_silence(need - conv.received_samples)
+            if conv.interrupted:
+                break
+            pcm = conv.take(chunk)
+            if len(pcm) == 0:
+                break
+            if not conv.started:
+                conv.started = True
+                self._start_conversation(conv)
+                pacer = self._spawn(self._pace_frames(conv), f"relay.pacer.{conv.id}")
+            anchor = await self._out.write(pcm)
+            position += len(pcm)
+            self._set_anchor(anchor)
+            self.metrics.audio_seconds.inc(len(pcm) / rate)
+            if self._settings.audio.transport != "track":
+                data_buffer.append(pcm)
+                buffered = sum(len(p) for p in data_buffer)
+                if buffered >= rate * AUDIO_DATA_CHUNK_MS // 1000:
+                    self._send_audio_data(conv, data_first_sample, data_buffer)
+                    data_first_sample += buffered
+                    data_buffer = []
+        if data_buffer and not conv.interrupted:
+            self._send_audio_data(conv, data_first_sample, data_buffer)
+        if not conv.started:  # interrupted or empty before any audio played
+            conv.finish(0.0)
+            await self._close_motion(conv, interrupt=True)
+            return
+        if conv.interrupted:
+            played = self._out.anchor().position / rate
+            self._out.clear()
+            if pacer is not None:
+                pacer.cancel()
+            self._publisher.send(Interrupt(conv.id, conv.next_seq(), now_us()))
+            self.metrics.conversations_interrupted.inc()
+            await self._close_motion(conv, interrupt=True)
+            logger.info("conversation interrupted", extra=ctx(self.room_name, conv.id))
+            conv.finish(played)
+            self.emit("playback_finished", conv.result.result())
+            return
+        if pacer is not None:
+            await pacer
+        self._publisher.send(
+            ConversationEnd(conv.id, conv.next_seq(), conv.frames_sent, position, now_us())
+        )
+        await self._out.wait_for_playout()
+        logger.info(
+            "conversation ended",
+            extra=ctx(self.room_name, conv.id, frames=conv.frames_sent, samples=position),
+        )
+        conv.finish(position / rate)
+        self.emit("playback_finished", conv.result.result())
+
+    def _set_anchor(self, anchor: EmissionAnchor) -> None:
+        self._anchor = anchor
+        self._anchor_changed.set()
+
+    def _start_conversation(self, conv: Conversation) -> None:
+        info = conv.motion_info or self._motion_source.idle_info()
+        self._publisher.send(
+            ConversationStart(
+                conversation_id=conv.id,
+                seq=conv.next_seq(),
+                codec=info.codec if info else "none",
+                fps=info.fps if info else float(DEFAULT_FPS),
+                channels=info.channels if info else (),
+                sample_rate=self.sample_rate,
+                audio_track=AUDIO_TRACK_NAME,
+                audio_transport=self._settings.audio.transport,
+                lookahead_ms=self._settings.motion.lookahead_ms,
+                sent_at_us=now_us(),
+            )
+        )
+        self.metrics.conversations.inc()
+        first_input = self._first_input_at.pop(conv.id, None)
+        if first_input is not None:
+            self.metrics.first_audio_latency.observe(time.monotonic() - first_input)
+        logger.info("conversation started", extra=ctx(self.room_name, conv.id))
+        self.emit("playback_started", conv.id)
+        if conv.audio_only_reason is not None:
+            self._send_audio_only(conv)
+
+    def _send_audio_only(self, conv: Conversation) -> None:
+        reason: AudioOnlyReason = conv.audio_only_reason or "motion_failed"
+        self._publisher.send(AudioOnly(conv.id, conv.next_seq(), reason, now_us()))
+        self.metrics.audio_only(reason)
+        logger.warning(
+            "conversation is audio-only", extra=ctx(self.room_name, conv.id, reason=reason)
+        )
+
+    def _send_audio_data(self, conv: Conversation, first: int, parts: list[Int16Array]) -> None:
+        pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self._publisher.send(AudioData(conv.id, conv.next_seq(), first, pcm.tobytes(), now_us()))
+
+    # -- the pacer: frames released with their audio ----------------------------------------
+    async def _pace_frames(self, conv: Conversation) -> None:
+        """Release frame k when the track emits the first sample of frame k's audio."""
+        info = conv.motion_info
+        if conv.audio_only_reason is not None or info is None:
+            # A failure reported before the start was already announced by _start_conversation.
+            if conv.audio_only_reason is None:
+                await self._wait_motion_info(conv)
+                info = conv.motion_info
+            if info is None or conv.audio_only_reason is not None:
+                return
+        samples_per_frame = self.sample_rate / info.fps
+        stall = self._settings.motion.stall_timeout_ms / 1000
+        k = 0
+        while True:
+            total = conv.received_samples if conv.input_closed else None
+            if total is not None and k * samples_per_frame >= total:
+                return  # every frame that has audio was sent
+            due = self._due_time(k * samples_per_frame)
+            if due is not None:
+                await _sleep_until(due)
+            # Wait for the frame itself if the motion source is behind.
+            while k not in conv.frames and conv.audio_only_reason is None:
+                if conv.motion_ended and not any(i >= k for i in conv.frames):
+                    return
+                due = self._due_time(k * samples_per_frame)
+                if due is not None and time.monotonic() - due > stall:
+                    conv.mark_audio_only("motion_stalled")
+                    break
+                await conv.wait_frames_changed(0.01)
+            if conv.audio_only_reason is not None:
+                self._send_audio_only(conv)
+                return
+            # Send every frame that is due by now in one message (normally just frame k).
+            batch = [conv.frames.pop(k)]
+            now = time.monotonic()
+            while (k + len(batch)) in conv.frames:
+                nxt_due = self._due_time((k + len(batch)) * samples_per_frame)
+                if nxt_due is None or nxt_due > now:
+                    break
+                batch.append(conv.frames.pop(k + len(batch)))
+            if due is not None:
+                lag = now - due
+                self.metrics.frame_release_lag.observe(max(lag, 0.0))
+                if lag > 0.02:
+                    self.metrics.frames_late.inc(len(batch))
+            self._publisher.send(
+                AnimationFrames(conv.id, conv.next_seq(), k, tuple(batch), now_us())
+            )
+            conv.frames_sent += len(batch)
+            self.metrics.frames_sent.inc(len(batch))
+            k += len(batch)
+
+    async def _wait_motion_info(self, conv: Conversation) -> None:
+        while conv.motion_info is None and conv.audio_only_reason is None:
+            await conv.wait_frames_changed(0.05)
+
+    def _due_time(self, position: float) -> float | None:
+        """Monotonic time at which the track emits sample ``position`` of this conversation."""
+        anchor = self._anchor
+        if anchor is None:
+            return None
+        return anchor.monotonic + (position - anchor.position) / self.sample_rate
+
+    # -- idle motion ------------------------------------------------------------------------
+    async def _idle_loop(self) -> None:
+        interval = self._settings.relay.idle_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)  # a heartbeat is periodic by nature
+            if self._current is not None or self._pending:
+                continue
+            info = self._motion_source.idle_info()
+            fps = info.fps if info else float(DEFAULT_FPS)
+            now_frame = math.floor((time.monotonic() - self._idle_t0) * fps)
+            count = max(1, round(interval * fps))
+            frames = tuple(self._motion_source.idle_frames(now_frame, count)) if info else ()
+            self._publisher.send(
+                Idle(
+                    seq=self._idle_seq,
+                    codec=info.codec if info else "none",
+                    fps=fps,
+                    channels=info.channels if info else (),
+                    first_frame=now_frame,
+                    frames=frames,
+                    sent_at_us=now_us(),
+                )
+            )
+            self._idle_seq += 1
+
+    async def speak_frames(self, frames: AsyncIterator[rtc.AudioFrame]) -> ConversationHandle:
+        """Feed a whole utterance from an async iterator of audio frames (TTS, files)."""
+        handle = await self.open_conversation()
+
+        async def _feed() -> None:
+            try:
+                async for frame in frames:
+                    handle.push_frame(frame)
+            finally:
+                handle.end()
+
+        self._spawn(_feed(), f"relay.feed.{handle.id}")
+        return handle
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -1,0 +1,96 @@
+"""Offline text-to-speech with espeak-ng, for the speak_text control and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import wave
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..settings import TtsSettings
+
+TTS_TIMEOUT_S = 30.0
+
+
+class TtsError(RuntimeError):
+    """The speech could not be synthesized."""
+
+
+class WavError(ValueError):
+    """The bytes are not a WAV file we can play (PCM 16-bit, mono or stereo)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pcm:
+    """Mono int16 samples at a sample rate."""
+
+    samples: npt.NDArray[np.int16]
+    sample_rate: int
+
+
+def parse_wav(data: bytes) -> Pcm:
+    """Decode a PCM16 WAV; stereo is mixed down to mono."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise WavError(f"WAV must be 16-bit PCM, got {wav.getsampwidth() * 8}-bit")
+            channels, rate = wav.getnchannels(), wav.getframerate()
+            raw = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise WavError(f"not a PCM WAV file: {exc}") from exc
+    if not 1 <= channels <= 2:
+        raise WavError(f"WAV must be mono or stereo, got {channels} channels")
+    if not 8000 <= rate <= 96000:
+        raise WavError(f"WAV sample rate {rate} is out of range 8000..96000")
+    samples = np.frombuffer(raw[: len(raw) // (2 * channels) * 2 * channels], dtype="<i2")
+    if channels == 2:
+        samples = samples.reshape(-1, 2).mean(axis=1).round().astype(np.int16)
+    if len(samples) == 0:
+        raise WavError("WAV has no audio")
+    return Pcm(samples.astype(np.int16), rate)
+
+
+class EspeakTts:
+    """Runs espeak-ng per request; text goes through stdin, never through the command line."""
+
+    def __init__(self, settings: TtsSettings) -> None:
+        self._settings = settings
+        self._binary = shutil.which("espeak-ng")
+
+    async def synthesize(self, text: str) -> Pcm:
+        if self._binary is None:
+            raise TtsError("espeak-ng is not installed (Debian package espeak-ng)")
+        proc = await asyncio.create_subprocess_exec(
+            self._binary, "--stdout", "-v", self._settings.voice,
+            "-s", str(self._settings.words_per_minute),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(text.encode()), TTS_TIMEOUT_S)
+        except TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            raise TtsError("espeak-ng timed out") from exc
+        if proc.returncode != 0:
+            raise TtsError(f"espeak-ng failed: {err.decode(errors='replace').strip()}")
+        try:
+            return parse_wav(_fix_streamed_wav(out))
+        except WavError as exc:
+            raise TtsError(f"espeak-ng produced no usable audio: {exc}") from exc
+
+
+def _fix_streamed_wav(data: bytes) -> bytes:
+    """espeak-ng writing to a pipe leaves the RIFF sizes unset (0xFFFFFFFF); patch them."""
+    if len(data) < 44 or data[:4] != b"RIFF":
+        return data
+    fixed = bytearray(data)
+    fixed[4:8] = (len(data) - 8).to_bytes(4, "little")
+    idx = fixed.find(b"data", 12)
+    if idx >= 0:
+        fixed[idx + 4 : idx + 8] = (len(data) - idx - 8).to_bytes(4, "little")
+    return bytes(fixed)

@@ -1,0 +1,107 @@
+"""The livekit-agents server: explicit dispatch by name, one RoomRelay per job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+
+from livekit import rtc
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
+
+from .motion import create_motion_source
+from .motion.base import MotionSource
+from .relay import RelayControl, RoomRelay
+from .settings import Settings, load_settings
+
+logger = logging.getLogger("avatar_relay.worker")
+
+EMPTY_ROOM_GRACE_S = 5.0
+"""How long the relay stays after the last human participant left (they may reconnect)."""
+
+
+def motion_source_from_settings(settings: Settings, name: str | None = None) -> MotionSource:
+    """Build the configured (or named) motion source."""
+    chosen = name or settings.motion.source
+    kwargs: dict[str, object] = {}
+    if chosen == "embedded":
+        kwargs = {"lookahead_ms": settings.motion.lookahead_ms, "seed": settings.motion.seed}
+    return create_motion_source(chosen, **kwargs)
+
+
+def _prewarm(proc: JobProcess) -> None:
+    """Load settings (and fail fast) once per job process, before any room is joined."""
+    proc.userdata["settings"] = load_settings()
+
+
+async def run_relay_job(ctx: JobContext) -> None:
+    """Join the room, publish the avatar, serve control requests until the room empties."""
+    settings: Settings = ctx.proc.userdata.get("settings") or load_settings()
+    await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+    room = ctx.room
+    relay = RoomRelay(
+        room=room, settings=settings, motion_source=motion_source_from_settings(settings)
+    )
+    control = RelayControl(
+        room=room,
+        relay=relay,
+        settings=settings,
+        motion_factory=lambda name: motion_source_from_settings(settings, name),
+    )
+    await relay.start()
+    control.register()
+
+    async def _shutdown() -> None:
+        await control.aclose()
+        source = relay.motion_source
+        await relay.aclose()
+        await source.aclose()
+        logger.info("relay job ended", extra={"room": room.name})
+
+    ctx.add_shutdown_callback(_shutdown)
+    _shutdown_when_empty(ctx, room)
+    logger.info("relay job started", extra={"room": room.name})
+
+
+def _humans(room: rtc.Room) -> list[rtc.RemoteParticipant]:
+    return [
+        p
+        for p in room.remote_participants.values()
+        if p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    ]
+
+
+def _shutdown_when_empty(ctx: JobContext, room: rtc.Room) -> None:
+    """End the job once no human participant has been in the room for a grace period."""
+    timer: asyncio.TimerHandle | None = None
+
+    def _check(*_: object) -> None:
+        nonlocal timer
+        if _humans(room):
+            if timer is not None:
+                timer.cancel()
+                timer = None
+        elif timer is None:
+            timer = asyncio.get_running_loop().call_later(
+                EMPTY_ROOM_GRACE_S, lambda: ctx.shutdown("room empty")
+            )
+
+    room.on("participant_connected", _check)
+    room.on("participant_disconnected", _check)
+
+
+def build_server(settings: Settings) -> AgentServer:
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="avatar-relay-metrics-"
+    )
+    server = AgentServer(
+        setup_fnc=_prewarm,
+        load_threshold=settings.agent.load_threshold,
+        host=settings.agent.http_host,
+        port=settings.agent.http_port,
+        prometheus_port=settings.agent.metrics_port,
+        prometheus_multiproc_dir=metrics_dir if settings.agent.metrics_port is not None else None,
+    )
+    server.rtc_session(run_relay_job, agent_name=settings.agent.name)
+    return server
