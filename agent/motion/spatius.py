@@ -93,6 +93,8 @@ _COALESCE_SECONDS = 1.0
 _FINISHED_REQUESTS_KEPT = 256
 """Finished req_ids remembered so their late frames are recognized and counted."""
 _ORPHAN_FRAMES_KEPT = 256
+_CLOSE_TIMEOUT_S = 1.0
+"""Longest wait for a websocket close handshake (the SDK's own limit is 10 s)."""
 """Frames kept for a req_id whose send_audio has not returned yet."""
 
 
@@ -212,6 +214,14 @@ def classify_failure(exc: BaseException) -> _Failure:
     if isinstance(exc, asyncio.TimeoutError):
         return _Failure("retry", "spatius did not answer in time")
     return _Failure("retry", f"spatius unavailable: {detail}")
+
+
+async def _close_session(session: spatius.AvatarSession) -> None:
+    """Close without waiting long for a peer that no longer answers the close handshake."""
+    try:
+        await asyncio.wait_for(session.close(), _CLOSE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        logger.warning("spatius session did not close in time; abandoned")
 
 
 def _ended_naturally(stream: _SpatiusStream) -> bool:
@@ -708,10 +718,10 @@ class SpatiusMotionSource(MotionSource):
         try:
             await asyncio.wait_for(self._init_and_start(session), self._connect_timeout_s)
         except asyncio.CancelledError:
-            await session.close()
+            await _close_session(session)
             raise
         except Exception as exc:
-            await session.close()
+            await _close_session(session)
             failure = classify_failure(exc)
             self.counters.connect_failures += 1
             self._record_failure(failure)
@@ -774,4 +784,4 @@ class SpatiusMotionSource(MotionSource):
         gen = self._session_gen
         self._session_gen += 1  # callbacks of the old session are ignored from now on
         self._lose_session(gen, reason)
-        await session.close()
+        await _close_session(session)

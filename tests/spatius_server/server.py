@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
-from spatius.proto.generated import message_pb2
+from spatius.proto.generated import message_pb2 as _message_pb2
 
 from .animation import ANIMATION_FIELD, FrameCutter
 
 logger = logging.getLogger("avatar_relay.tests.spatius_server")
+
+pb: Any = _message_pb2
+"""The SDK's generated protobuf module (its classes are built at import, so untyped)."""
 
 CONSOLE_PATH = "/v1/console"
 INGRESS_PATH = "/v2/driveningress"
@@ -70,6 +73,8 @@ class Faults:
     """Seconds to wait before sending each animation message (a slow server)."""
     request_faults: deque[MidStreamFault] = field(default_factory=deque)
     """Faults for the next requests (one per new req_id)."""
+    trailing_after_end: bool = False
+    """After a request's final message, send one more frame and a second end message."""
 
 
 @dataclass
@@ -154,9 +159,9 @@ class _Connection:
         if first.type != WSMsgType.BINARY:
             await self.close(1008, "expected binary protobuf message")
             return False
-        envelope = message_pb2.Message()
+        envelope = pb.Message()
         envelope.ParseFromString(bytes(first.data))
-        if envelope.type != message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION:
+        if envelope.type != pb.MESSAGE_CLIENT_CONFIGURE_SESSION:
             await self._send_error("", 3, "expected ClientConfigureSession message")
             await self.close(1008, "protocol error")
             return False
@@ -182,25 +187,25 @@ class _Connection:
             await self._send_error("", 3, f"unsupported sample rate {config.sample_rate}")
             await self.close(1008, "unsupported sample rate")
             return False
-        if config.audio_format != message_pb2.AUDIO_FORMAT_PCM_S16LE:
+        if config.audio_format != pb.AUDIO_FORMAT_PCM_S16LE:
             await self._send_error("", 3, "this test server only takes pcm_s16le")
             await self.close(1008, "unsupported audio format")
             return False
-        reply = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_CONFIRM_SESSION)
+        reply = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
         reply.server_confirm_session.connection_id = self._record.connection_id
         await self._ws.send_bytes(reply.SerializeToString())
         self._server.touch()
         return True
 
     def _handle(self, data: bytes) -> None:
-        envelope = message_pb2.Message()
+        envelope = pb.Message()
         try:
             envelope.ParseFromString(data)
         except Exception:  # the protobuf runtime raises DecodeError subclasses
             self._queue_error("", 3, "invalid protobuf payload")
             return
         record = self._server.record
-        if envelope.type == message_pb2.MESSAGE_CLIENT_AUDIO_INPUT:
+        if envelope.type == pb.MESSAGE_CLIENT_AUDIO_INPUT:
             audio_in = envelope.client_audio_input
             req = self._requests.get(audio_in.req_id)
             if req is None:
@@ -221,7 +226,11 @@ class _Connection:
             for i, frame in enumerate(frames):
                 last = audio_in.end and i == len(frames) - 1
                 self._outbox.put_nowait((req, self._animation(req.req_id, frame, last), last))
-        elif envelope.type == message_pb2.MESSAGE_CLIENT_INTERRUPT:
+            if audio_in.end and self._server.faults.trailing_after_end:
+                for last in (False, True):
+                    extra = self._animation(req.req_id, frames[-1], last)
+                    self._outbox.put_nowait((req, extra, last))
+        elif envelope.type == pb.MESSAGE_CLIENT_INTERRUPT:
             req_id = envelope.client_interrupt.req_id
             record.interrupts.append(req_id)
             interrupted = self._requests.get(req_id)
@@ -232,14 +241,15 @@ class _Connection:
         self._server.touch()
 
     def _animation(self, req_id: str, frame: bytes, last: bool) -> bytes:
-        body = message_pb2.ServerResponseAnimation(
+        body = pb.ServerResponseAnimation(
             connection_id=self._record.connection_id, req_id=req_id, end=last
         ).SerializeToString()
         # The frame rides in a field the SDK does not declare (see animation.ANIMATION_FIELD).
         body += _varint(ANIMATION_FIELD << 3 | 2) + _varint(len(frame)) + frame
-        envelope = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION)
+        envelope = pb.Message(type=pb.MESSAGE_SERVER_RESPONSE_ANIMATION)
         envelope.server_response_animation.MergeFromString(body)
-        return envelope.SerializeToString()
+        data: bytes = envelope.SerializeToString()
+        return data
 
     async def _write_loop(self) -> None:
         while True:
@@ -279,7 +289,7 @@ class _Connection:
         self._server.own(task)
 
     async def _send_error(self, req_id: str, code: int, text: str) -> None:
-        envelope = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_ERROR)
+        envelope = pb.Message(type=pb.MESSAGE_SERVER_ERROR)
         envelope.server_error.connection_id = self._record.connection_id
         envelope.server_error.req_id = req_id
         envelope.server_error.code = code
