@@ -109,8 +109,6 @@ class Packetizer:
             raise ProtocolError(f"message of {len(body)} bytes exceeds {MAX_MESSAGE_BYTES}")
         message_id = self._next_id
         count = self._fragment_count(message_id, len(body))
-        if count > MAX_FRAGMENTS:
-            raise ProtocolError(f"message needs {count} fragments, at most {MAX_FRAGMENTS}")
         self._next_id = 0 if message_id >= MAX_INT else message_id + 1
         size = -(-len(body) // count)
         packets = [
@@ -124,6 +122,8 @@ class Packetizer:
         """Fewest fragments whose packets, header included, each fit the budget."""
         count = 2
         while True:
+            if count > MAX_FRAGMENTS:
+                raise ProtocolError(f"message needs more than {MAX_FRAGMENTS} fragments")
             # Worst-case header of this count: largest index, and a 5-byte bin header.
             header = len(encode_fragment(Fragment(message_id, count - 1, count, b"\x00"))) - 3 + 5
             room = self._max_packet_bytes - header
