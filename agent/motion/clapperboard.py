@@ -56,8 +56,9 @@ def clapperboard_audio(
 ) -> bytes:
     """PCM s16le mono with a 1 kHz burst at ``offset_s + n * period_s`` for ``burst_ms``.
 
-    Bursts start at zero phase (the onset is a clean rise within one sample period of the tone)
-    and fade out over 2 ms. Times must lie on the 40 ms frame grid.
+    Bursts start at 30 degrees of phase, so a burst's first sample is already at half amplitude
+    and detectors find that very sample; they fade out over 2 ms. Times must lie on the 40 ms
+    frame grid.
     """
     check_sample_rate(sample_rate)
     if not all(_on_frame_grid(v) for v in (period_s, offset_s, burst_ms / 1000.0)):
@@ -68,7 +69,7 @@ def clapperboard_audio(
     out = np.zeros(n, dtype=np.float64)
     burst_len = sample_rate * burst_ms // 1000
     t = np.arange(burst_len) / sample_rate
-    burst = TONE_AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * t)
+    burst = TONE_AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * t + np.pi / 6)
     fade = min(burst_len, sample_rate // 500)
     burst[burst_len - fade :] *= np.linspace(1.0, 0.0, fade)
     for start in burst_onset_samples(sample_rate, n, period_s, offset_s):
