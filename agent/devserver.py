@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import string
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ logger = logging.getLogger("avatar_relay.devserver")
 CACHE_DIR: Final = Path(
     os.environ.get("AVATAR_RELAY_CACHE", Path.home() / ".cache" / "avatar-relay")
 )
-CONFIG_TEMPLATE: Final = Path(__file__).resolve().parent.parent / "config" / "livekit-server.yaml"
+PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
+CONFIG_TEMPLATE: Final = PROJECT_ROOT / "config" / "livekit-server.yaml"
 DEV_API_KEY: Final = "devkey"
 DEV_API_SECRET: Final = "avatar-relay-dev-secret-0123456789abcdef"
 """Long enough for livekit-server's 32-character minimum; for loopback development only."""
@@ -165,3 +167,106 @@ class LocalLiveKitServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class WorkerProcess:
+    """``python -m agent start`` as a child process, connected to a given server.
+
+    ``start()`` returns once the worker has registered with livekit-server, so a dispatch
+    made right after is served at once.
+    """
+
+    def __init__(
+        self,
+        endpoint: LiveKitEndpoint,
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._env = env or {}
+        self._log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader_atask: asyncio.Task[None] | None = None
+        self._registered = asyncio.Event()
+        self._lines: list[str] = []
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self._lines)
+
+    async def start(self, *, timeout: float = 60.0) -> None:
+        env = {
+            **os.environ,
+            "LIVEKIT_URL": self._endpoint.url,
+            "LIVEKIT_API_KEY": self._endpoint.api_key,
+            "LIVEKIT_API_SECRET": self._endpoint.api_secret,
+            "AVATAR_RELAY_AGENT__HTTP_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+            **self._env,
+        }
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "start",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, env=env,
+            cwd=str(PROJECT_ROOT),
+        )  # fmt: skip
+        self._reader_atask = asyncio.create_task(self._read_output(), name="worker.output")
+        try:
+            await asyncio.wait_for(self._wait_registered(), timeout)
+        except (TimeoutError, DevServerError) as exc:
+            await self.aclose()
+            tail = "\n".join(self._lines[-60:])
+            raise DevServerError(f"worker did not register: {exc!r}\n{tail}") from exc
+
+    async def _wait_registered(self) -> None:
+        assert self._reader_atask is not None
+        registered = asyncio.ensure_future(self._registered.wait())
+        done, _ = await asyncio.wait(
+            [registered, self._reader_atask], return_when=asyncio.FIRST_COMPLETED
+        )
+        if registered not in done:
+            registered.cancel()
+            raise DevServerError("worker exited before registering")
+
+    async def _read_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        log = self._log_path.open("a") if self._log_path else None
+        try:
+            async for raw in self._proc.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                self._lines.append(line)
+                if log:
+                    log.write(line + "\n")
+                    log.flush()
+                if "registered worker" in line:
+                    self._registered.set()
+        finally:
+            if log:
+                log.close()
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.returncode
+
+    async def terminate(self, *, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for a graceful exit (jobs end with end messages)."""
+        assert self._proc is not None
+        if self._proc.returncode is None:
+            self._proc.terminate()
+        try:
+            return await asyncio.wait_for(self._proc.wait(), timeout)
+        finally:
+            if self._reader_atask is not None:
+                await asyncio.wait([self._reader_atask], timeout=5)
+
+    async def aclose(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                await self.terminate(timeout=15)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+        if self._reader_atask is not None:
+            self._reader_atask.cancel()
+            await asyncio.gather(self._reader_atask, return_exceptions=True)

@@ -4,11 +4,15 @@ from .auth import Authorizer, UnauthorizedError
 from .control import RelayControl, speak_pcm
 from .conversation import PlaybackResult
 from .room_relay import ConversationHandle, RelayClosedError, RoomRelay
-from .tts import EspeakTts, Pcm, TtsError, WavError, parse_wav
+from .session_output import AvatarAudioOutput, AvatarRelay
+from .tts import EspeakAgentTTS, EspeakTts, Pcm, TtsError, WavError, parse_wav
 
 __all__ = [
+    "AvatarAudioOutput",
+    "AvatarRelay",
     "Authorizer",
     "ConversationHandle",
+    "EspeakAgentTTS",
     "EspeakTts",
     "Pcm",
     "PlaybackResult",

@@ -170,6 +170,11 @@ class Conversation:
         except TimeoutError:
             pass
 
+    async def wait_interrupted(self) -> None:
+        while not self.interrupted:
+            self._changed.clear()
+            await self._changed.wait()
+
     def interrupt(self) -> None:
         self.interrupted = True
         self._changed.set()

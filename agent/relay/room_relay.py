@@ -220,6 +220,14 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             self._interrupt(self._current)
         return playing
 
+    def interrupt_conversation(self, conversation_id: str) -> bool:
+        """Interrupt one conversation, playing or queued; False if it is not known."""
+        for conv in [self._current, *self._pending]:
+            if conv is not None and conv.id == conversation_id:
+                self._interrupt(conv)
+                return True
+        return False
+
     def _interrupt(self, conv: Conversation) -> None:
         if conv.interrupted or conv.result.done():
             return
@@ -355,13 +363,30 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._publisher.send(
             ConversationEnd(conv.id, conv.next_seq(), conv.frames_sent, position, now_us())
         )
-        await self._out.wait_for_playout()
+        await self._wait_playout_or_interrupt(conv)
+        if conv.interrupted:  # cut short while its last audio was still queued
+            played = self._out.anchor().position / rate
+            self._publisher.send(Interrupt(conv.id, conv.next_seq(), now_us()))
+            self.metrics.conversations_interrupted.inc()
+        else:
+            played = position / rate
         logger.info(
             "conversation ended",
             extra=ctx(self.room_name, conv.id, frames=conv.frames_sent, samples=position),
         )
-        conv.finish(position / rate)
+        conv.finish(played)
         self.emit("playback_finished", conv.result.result())
+
+    async def _wait_playout_or_interrupt(self, conv: Conversation) -> None:
+        playout = asyncio.ensure_future(self._out.wait_for_playout())
+        interrupted = asyncio.ensure_future(conv.wait_interrupted())
+        try:
+            await asyncio.wait([playout, interrupted], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (playout, interrupted):
+                fut.cancel()
+        if conv.interrupted:
+            self._out.clear()
 
     def _set_anchor(self, anchor: EmissionAnchor) -> None:
         self._anchor = anchor

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import secrets
 import shutil
 import wave
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from livekit.agents import tts
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 
 from ..settings import TtsSettings
 
 TTS_TIMEOUT_S = 30.0
+ESPEAK_SAMPLE_RATE = 22050
+"""espeak-ng's output rate."""
 
 
 class TtsError(RuntimeError):
@@ -94,3 +99,47 @@ def _fix_streamed_wav(data: bytes) -> bytes:
     if idx >= 0:
         fixed[idx + 4 : idx + 8] = (len(data) - idx - 8).to_bytes(4, "little")
     return bytes(fixed)
+
+
+class EspeakAgentTTS(tts.TTS):
+    """espeak-ng as a livekit-agents TTS, so a voice agent can speak fully offline."""
+
+    def __init__(self, settings: TtsSettings | None = None) -> None:
+        super().__init__(
+            capabilities=tts.TTSCapabilities(streaming=False),
+            sample_rate=ESPEAK_SAMPLE_RATE,
+            num_channels=1,
+        )
+        self._espeak = EspeakTts(settings or TtsSettings())
+
+    @property
+    def model(self) -> str:
+        return "espeak-ng"
+
+    @property
+    def provider(self) -> str:
+        return "espeak-ng"
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> tts.ChunkedStream:
+        return _EspeakChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class _EspeakChunkedStream(tts.ChunkedStream):
+    def __init__(
+        self, *, tts: EspeakAgentTTS, input_text: str, conn_options: APIConnectOptions
+    ) -> None:
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
+        self._espeak_tts = tts
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        pcm = await self._espeak_tts._espeak.synthesize(self.input_text)
+        output_emitter.initialize(
+            request_id=secrets.token_hex(6),
+            sample_rate=pcm.sample_rate,
+            num_channels=1,
+            mime_type="audio/pcm",
+        )
+        output_emitter.push(pcm.samples.tobytes())
+        output_emitter.flush()

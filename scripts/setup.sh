@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up of everything avatar-relay needs on a fresh Debian machine:
+# Debian packages, the pinned livekit-server built from source, the Python venv, the web client.
+# Re-running it on a warm machine takes seconds: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+APT_PACKAGES=(espeak-ng sox chromium chromium-driver)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step "livekit-server (pinned, built from source once, cached in ~/.cache/avatar-relay)"
+bash scripts/build-livekit-server.sh
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "error: Python >= 3.10 is required (found $("$PYTHON" --version 2>&1))" >&2
+  exit 1
+fi
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  step "Python environment in .venv (pip install -e '.[dev,spatius]')"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev,spatius]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if [ -f web/package.json ]; then
+  web_stamp="web/node_modules/.installed-$(sha256sum web/package-lock.json 2>/dev/null | cut -c1-16)"
+  if [ ! -f "$web_stamp" ]; then
+    step "web client dependencies (npm ci)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$web_stamp"
+  fi
+  step "web client bundle"
+  (cd web && npm run --silent build)
+fi
+step "set-up complete"
