@@ -515,3 +515,26 @@ async def test_nothing_leaves_loopback(
     assert connects, "the audit hook saw no connection at all"
     assert all(isinstance(a, tuple) and _is_loopback(a[0]) for a in connects), connects
     assert all(_is_loopback(h) for h in lookups), lookups
+
+
+async def test_a_new_sample_rate_opens_a_new_session(
+    server: LocalSpatiusServer, make_source: SourceFactory
+) -> None:
+    source = make_source()
+    await speak(source, "narrow", 0.2)
+    stream = await source.open_stream("wide", 24000)
+    push(stream, speech(0.4, rate=24000), rate=24000)
+    stream.flush()
+    frames, end = split(await collect(stream))
+    assert not end.audio_only and len(frames) == 10
+    assert [c.sample_rate for c in server.record.connections] == [RATE, 24000]
+
+
+async def test_a_live_conversation_id_cannot_be_reused(make_source: SourceFactory) -> None:
+    source = make_source()
+    stream = await source.open_stream("same", RATE)
+    with pytest.raises(ValueError, match="already has a stream"):
+        await source.open_stream("same", RATE)
+    await stream.interrupt()
+    again = await source.open_stream("same", RATE)  # the first one has ended
+    await again.aclose()

@@ -299,7 +299,6 @@ class _SpatiusStream(MotionStream):
             return
         self.closed = True
         self.finish(MotionStreamEnd(reason="closed"))
-        self._source._forget(self)
 
     def deliver(self, payload: bytes, is_last: bool) -> None:
         """One ``transport_frames`` payload of this conversation's request."""
@@ -507,15 +506,13 @@ class SpatiusMotionSource(MotionSource):
 
     def _retire(self, stream: _SpatiusStream) -> None:
         """A stream ended: later frames of its request are late; an open request is cut."""
+        self._streams.discard(stream)
         if stream.req_id is not None:
             self._streams_by_req.pop(stream.req_id, None)
             self._remember_finished(stream.req_id, stream.conversation_id)
         if stream.req_id is not None and not _ended_naturally(stream):
             # ended early (interrupt, failure, close): stop the request at the service
             self._enqueue(_Command("interrupt", stream))
-
-    def _forget(self, stream: _SpatiusStream) -> None:
-        self._streams.discard(stream)
 
     # -- SDK callbacks (run on the SDK's read-loop task) ------------------------------------
 
@@ -586,11 +583,20 @@ class SpatiusMotionSource(MotionSource):
             try:
                 await self._execute(command)
             except (spatius.AvatarSDKError, ValueError, OSError) as exc:
+                # the SDK raises these when the connection died under a send
                 failure = self._pending_failure or classify_failure(exc)
                 self._pending_failure = None
                 self._record_failure(failure)
                 command.stream.fail(failure.reason)
                 await self._drop_session(failure.reason)
+            except Exception:
+                # a bug must not leave every later conversation waiting for frames forever
+                logger.exception(
+                    "spatius worker failed on a command",
+                    extra={"conversation_id": command.stream.conversation_id},
+                )
+                command.stream.fail("spatius motion source internal error")
+                await self._drop_session("spatius motion source internal error")
 
     async def _execute(self, command: _Command) -> None:
         stream = command.stream
@@ -700,7 +706,11 @@ class SpatiusMotionSource(MotionSource):
         return self._session
 
     async def _connect(self, sample_rate: int) -> None:
-        self._apply_telemetry_policy()
+        try:
+            self._apply_telemetry_policy()
+        except MotionError as exc:
+            self._record_failure(_Failure("fatal", str(exc)))
+            raise _ConnectFailedError(str(exc)) from exc
         gen = self._session_gen + 1
         config = self.config
         session = spatius.new_avatar_session(
