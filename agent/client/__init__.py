@@ -12,12 +12,28 @@ from .host_mode import (
     StateChangedEvent,
     StateReason,
 )
+from .receiver import AvatarReceiver, ReceiverEvent, is_relay
+from .sync import (
+    ConversationEvent,
+    ConversationEventKind,
+    PlayoutSync,
+    ReceiverStats,
+    SyncedFrame,
+)
 
 __all__ = [
+    "AvatarReceiver",
+    "ConversationEvent",
+    "ConversationEventKind",
     "ConversationState",
     "HostModeController",
     "HostModeStats",
     "PlayoutChunk",
+    "PlayoutSync",
+    "ReceiverEvent",
+    "ReceiverStats",
     "StateChangedEvent",
     "StateReason",
+    "SyncedFrame",
+    "is_relay",
 ]
