@@ -22,6 +22,8 @@ from spatius_server import (
     CLOSE_UPSTREAM_UNAVAILABLE,
     LocalSpatiusServer,
     MidStreamFault,
+    decode_frame,
+    frame_bytes,
     frame_count,
 )
 
@@ -166,6 +168,8 @@ async def test_frames_are_the_servers_payloads_unchanged(
     assert bytes(server.record.audio[req_id]) == pcm
     ends = [envelope(f.payload).server_response_animation.end for f in frames]
     assert ends == [False] * (len(frames) - 1) + [True]
+    inner = [envelope(f.payload).server_response_animation.SerializeToString() for f in frames]
+    assert [decode_frame(frame_bytes(b) or b"")[0] for b in inner] == [f.index for f in frames]
     (conn,) = server.record.connections
     assert (conn.app_id, conn.avatar_id, conn.sample_rate) == ("local-app", "local-avatar", RATE)
     (token_request,) = server.record.token_requests
@@ -538,3 +542,31 @@ async def test_a_live_conversation_id_cannot_be_reused(make_source: SourceFactor
     await stream.interrupt()
     again = await source.open_stream("same", RATE)  # the first one has ended
     await again.aclose()
+
+
+async def test_server_can_animate_with_the_embedded_generator(clock: FakeClock) -> None:
+    from agent.motion.embedded import EmbeddedMotionSource
+
+    server = LocalSpatiusServer(generator="embedded")
+    await server.start()
+    source = SpatiusMotionSource(
+        api_key=server.api_key,
+        app_id=server.app_id,
+        avatar_id=server.avatar_id,
+        console_endpoint_url=server.console_url,
+        ingress_endpoint_url=server.ingress_url,
+        environ={},
+        clock=clock,
+    )
+    try:
+        frames, end, _ = await speak(source, "lipsync", 1.0)
+    finally:
+        await source.aclose()
+        await server.aclose()
+    channels = EmbeddedMotionSource().idle_info().channels
+    assert not end.audio_only and abs(len(frames) - 25) <= 1
+    assert [f.payload for f in frames] == server.record.sent[req_of(source, "lipsync")]
+    # the embedded arkit-u8 frame rides in the envelope's extra field, untouched by the SDK
+    for frame in frames:
+        inner = envelope(frame.payload).server_response_animation.SerializeToString()
+        assert len(frame_bytes(inner) or b"") == len(channels)

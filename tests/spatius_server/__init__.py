@@ -1,6 +1,6 @@
 """A loopback stand-in for the Spatius service, speaking the SDK's own wire protocol."""
 
-from .animation import ANIMATION_FIELD, FPS, decode_frame, frame_count
+from .animation import ANIMATION_FIELD, FPS, decode_frame, frame_bytes, frame_count
 from .server import (
     CLOSE_AUTH_FAILED,
     CLOSE_CONCURRENCY_LIMIT,
@@ -28,5 +28,6 @@ __all__ = [
     "MidStreamFault",
     "ServerRecord",
     "decode_frame",
+    "frame_bytes",
     "frame_count",
 ]

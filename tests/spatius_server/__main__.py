@@ -16,6 +16,7 @@ async def _serve(args: argparse.Namespace) -> None:
         avatar_id=args.avatar_id,
         host=args.host,
         port=args.port,
+        generator=args.generator,
     )
     server.faults.frame_delay = args.frame_delay
     await server.start()
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--api-key", default="local-api-key")
     parser.add_argument("--app-id", default="local-app")
     parser.add_argument("--avatar-id", default="local-avatar")
+    parser.add_argument("--generator", choices=["energy", "embedded"], default="energy")
     parser.add_argument(
         "--frame-delay", type=float, default=0.0, help="seconds before each animation message"
     )

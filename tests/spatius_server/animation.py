@@ -81,3 +81,32 @@ class FrameCutter:
             del self._buffer[:size]
             self._next_index += 1
         return frames
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def frame_bytes(animation: bytes) -> bytes | None:
+    """This server's frame inside a serialized ServerResponseAnimation (field 15), or None."""
+    pos = 0
+    while pos < len(animation):
+        key, pos = _read_varint(animation, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = _read_varint(animation, pos)
+        elif wire_type == 2:
+            size, pos = _read_varint(animation, pos)
+            if number == ANIMATION_FIELD:
+                return animation[pos : pos + size]
+            pos += size
+        else:
+            raise ValueError(f"unexpected wire type {wire_type}")
+    return None

@@ -25,6 +25,8 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 from spatius.proto.generated import message_pb2 as _message_pb2
 
+from agent.motion.base import MotionFrame, MotionSource, MotionStream
+
 from .animation import ANIMATION_FIELD, FrameCutter
 
 logger = logging.getLogger("avatar_relay.tests.spatius_server")
@@ -113,6 +115,9 @@ class _Request:
     fault: MidStreamFault | None
     frames_sent: int = 0
     stopped: bool = False
+    motion: MotionStream | None = None
+    """The embedded generator's stream, when the server uses it."""
+    pump_atask: asyncio.Task[None] | None = None
 
 
 class _Connection:
@@ -144,11 +149,16 @@ class _Connection:
                 if msg.type != WSMsgType.BINARY:
                     await self._send_error("", 3, "expected binary protobuf message")
                     continue
-                self._handle(bytes(msg.data))
+                await self._handle(bytes(msg.data))
         finally:
             self._writer_atask.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_atask
+            for req in self._requests.values():
+                if req.pump_atask is not None:
+                    req.pump_atask.cancel()
+                if req.motion is not None:
+                    await req.motion.aclose()
 
     async def _handshake(self) -> bool:
         try:
@@ -197,7 +207,7 @@ class _Connection:
         self._server.touch()
         return True
 
-    def _handle(self, data: bytes) -> None:
+    async def _handle(self, data: bytes) -> None:
         envelope = pb.Message()
         try:
             envelope.ParseFromString(data)
@@ -218,7 +228,20 @@ class _Connection:
                 self._requests[req.req_id] = req
                 record.audio[req.req_id] = bytearray()
                 record.sent[req.req_id] = []
+                embedded = self._server.embedded
+                if embedded is not None:
+                    req.motion = await embedded.open_stream(req.req_id, self._record.sample_rate)
+                    req.pump_atask = asyncio.create_task(
+                        self._pump(req), name=f"spatius-server-embedded-{req.req_id}"
+                    )
             record.audio[req.req_id].extend(audio_in.audio)
+            if req.motion is not None:
+                req.motion.push_audio(audio_in.audio)
+                if audio_in.end:
+                    record.ended.append(req.req_id)
+                    req.motion.flush()
+                self._server.touch()
+                return
             frames = req.cutter.push(audio_in.audio)
             if audio_in.end:
                 record.ended.append(req.req_id)
@@ -236,9 +259,24 @@ class _Connection:
             interrupted = self._requests.get(req_id)
             if interrupted is not None:
                 interrupted.stopped = True
+                if interrupted.motion is not None:
+                    await interrupted.motion.interrupt()
         else:
             self._queue_error("", 3, f"unexpected message type {envelope.type}")
         self._server.touch()
+
+    async def _pump(self, req: _Request) -> None:
+        """Embedded frames to animation messages, holding one back to flag the last."""
+        assert req.motion is not None
+        held: bytes | None = None
+        async for item in req.motion:
+            if isinstance(item, MotionFrame):
+                if held is not None:
+                    self._outbox.put_nowait((req, self._animation(req.req_id, held, False), False))
+                held = item.payload
+            else:
+                last = self._animation(req.req_id, held or b"", True)
+                self._outbox.put_nowait((req, last, True))
 
     def _animation(self, req_id: str, frame: bytes, last: bool) -> bytes:
         body = pb.ServerResponseAnimation(
@@ -335,7 +373,9 @@ class LocalSpatiusServer:
         avatar_id: str = "local-avatar",
         host: str = "127.0.0.1",
         port: int = 0,
+        generator: Literal["energy", "embedded"] = "energy",
     ) -> None:
+        """``generator="embedded"`` animates with agent.motion.embedded (arkit-u8 frames)."""
         if host not in _LOOPBACK:
             raise ValueError(f"the local spatius server binds loopback only, not {host!r}")
         self.api_key = api_key
@@ -352,6 +392,11 @@ class LocalSpatiusServer:
         self._live: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
+        self.embedded: MotionSource | None = None
+        if generator == "embedded":
+            from agent.motion.embedded import EmbeddedMotionSource
+
+            self.embedded = EmbeddedMotionSource(recognition=False)
 
     @property
     def port(self) -> int:
@@ -384,6 +429,8 @@ class LocalSpatiusServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.embedded is not None:
+            await self.embedded.aclose()
 
     def own(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
