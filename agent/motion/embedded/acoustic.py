@@ -28,6 +28,8 @@ PEAK_FLOOR_DBFS: Final = -45.0
 """The tracked peak never falls below this, so faint noise never opens the jaw."""
 MURMUR_CENTROID_HZ: Final = 480.0
 """Below this spectral centroid a quiet voiced frame is a nasal murmur (lips shut for /m/)."""
+IN_SPEECH_FRAMES: Final = 6
+"""A quiet frame within this many frames of loud speech is a closure, later it is a pause."""
 DIP_DB: Final = 24.0
 """A quarter-frame this far below the speech peak inside speech is a stop closure."""
 ANTICIPATION_S: Final = 0.02
@@ -111,7 +113,7 @@ class AcousticArticulation:
             opening = min(1.0, max(0.0, (OPEN_RANGE_DB - below) / (OPEN_RANGE_DB - 4.0)))
             sibilance = min(1.0, max(0.0, (float(f.high_ratio_db[i]) + 3.0) / 9.0))
             opening *= 1.0 - 0.5 * sibilance
-            in_speech = self._frames_since_speech < 12
+            in_speech = self._frames_since_speech < IN_SPEECH_FRAMES
             if below < 12.0:
                 self._frames_since_speech = 0
             else:
