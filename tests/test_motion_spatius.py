@@ -263,7 +263,7 @@ async def test_auth_failure_is_not_retried(
     started = time.perf_counter()
     with pytest.raises(MotionError, match="not retrying"):
         await source.open_stream("second", RATE)
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.1
     assert len(server.record.token_requests) == 1
     assert len(server.record.connections) == (0 if fault == "token_401" else 1)
 
@@ -374,9 +374,10 @@ async def test_slow_server_never_blocks_push_audio(
         stream.push_audio(pcm[i : i + step])
         costs.append(time.perf_counter() - t0)
     stream.flush()
-    assert open_cost < 0.05
-    assert max(costs) < 0.005, max(costs)
-    assert sum(costs) < 0.05
+    # the handshake alone takes 0.3 s and each frame 20 ms: none of it may reach the caller
+    assert open_cost < 0.1
+    assert max(costs) < 0.02, max(costs)
+    assert sum(costs) < 0.05, sum(costs)
     assert not server.record.connections or server.record.connections[0].connection_id
 
     frames, end = split(await collect(stream))
