@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from livekit import rtc
 
 from ..settings import AuthSettings
@@ -20,15 +22,40 @@ _KIND_NAMES: dict[int, str] = {
 }
 
 
+JOIN_GRACE_S = 5.0
+"""A caller's request can overtake the news of its arrival; wait this long for it."""
+
+
+async def _wait_for_participant(
+    room: rtc.Room, identity: str, timeout: float
+) -> rtc.RemoteParticipant | None:
+    participant = room.remote_participants.get(identity)
+    if participant is not None:
+        return participant
+    arrived: asyncio.Future[rtc.RemoteParticipant] = asyncio.get_running_loop().create_future()
+
+    def _on_connected(p: rtc.RemoteParticipant) -> None:
+        if p.identity == identity and not arrived.done():
+            arrived.set_result(p)
+
+    room.on("participant_connected", _on_connected)
+    try:
+        return await asyncio.wait_for(arrived, timeout)
+    except TimeoutError:
+        return None
+    finally:
+        room.off("participant_connected", _on_connected)
+
+
 class Authorizer:
     """Decides from the room's live view of the caller; unknown callers are refused."""
 
     def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
 
-    def check(self, room: rtc.Room, identity: str) -> rtc.RemoteParticipant:
+    async def check(self, room: rtc.Room, identity: str) -> rtc.RemoteParticipant:
         """Return the caller if allowed, else raise UnauthorizedError saying why."""
-        participant = room.remote_participants.get(identity)
+        participant = await _wait_for_participant(room, identity, JOIN_GRACE_S)
         if participant is None:
             raise UnauthorizedError(f"caller {identity!r} is not in the room")
         s = self._settings

@@ -76,10 +76,10 @@ class RelayControl:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _authorize(self, method: str, identity: str) -> None:
+    async def _authorize(self, method: str, identity: str) -> None:
         self._relay.metrics.control_request(method)
         try:
-            self._auth.check(self._room, identity)
+            await self._auth.check(self._room, identity)
         except UnauthorizedError as exc:
             self._relay.metrics.control_denied(method, "unauthorized")
             logger.warning(
@@ -98,7 +98,7 @@ class RelayControl:
 
     # -- RPC handlers -----------------------------------------------------------------------
     async def _speak_text(self, data: rtc.RpcInvocationData) -> str:
-        self._authorize(RPC_SPEAK_TEXT, data.caller_identity)
+        await self._authorize(RPC_SPEAK_TEXT, data.caller_identity)
         text = data.payload.strip()
         limit = self._settings.relay.max_speak_text_chars
         if not text:
@@ -119,11 +119,11 @@ class RelayControl:
         return handle.id
 
     async def _interrupt(self, data: rtc.RpcInvocationData) -> str:
-        self._authorize(RPC_INTERRUPT, data.caller_identity)
+        await self._authorize(RPC_INTERRUPT, data.caller_identity)
         return self._relay.interrupt_all() or ""
 
     async def _set_motion_source(self, data: rtc.RpcInvocationData) -> str:
-        self._authorize(RPC_SET_MOTION_SOURCE, data.caller_identity)
+        await self._authorize(RPC_SET_MOTION_SOURCE, data.caller_identity)
         name = data.payload.strip()
         try:
             source = self._motion_factory(name)
@@ -146,7 +146,7 @@ class RelayControl:
     async def _receive_speak_audio(self, reader: rtc.ByteStreamReader, identity: str) -> None:
         method = SPEAK_AUDIO_STREAM_TOPIC
         try:
-            self._authorize(method, identity)
+            await self._authorize(method, identity)
         except rtc.RpcError:
             return  # refused and logged; the stream is left unread
         limit = self._settings.relay.max_speak_audio_bytes

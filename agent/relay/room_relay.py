@@ -162,12 +162,13 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
     async def start(self) -> None:
         """Publish the avatar's track, announce the relay role, start pacing and idle motion."""
         self._publisher.start()
+        # The role goes first, so a receiver that sees the track already knows whose it is.
+        await self._room.local_participant.set_attributes(
+            {ATTRIBUTE_ROLE: ROLE_RELAY, ATTRIBUTE_AUDIO_TRACK: AUDIO_TRACK_NAME}
+        )
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         self._publication = await self._room.local_participant.publish_track(
             self._out.track, options
-        )
-        await self._room.local_participant.set_attributes(
-            {ATTRIBUTE_ROLE: ROLE_RELAY, ATTRIBUTE_AUDIO_TRACK: AUDIO_TRACK_NAME}
         )
         self._pump_atask = asyncio.create_task(self._pump(), name="relay.pump")
         self._idle_atask = asyncio.create_task(self._idle_loop(), name="relay.idle")

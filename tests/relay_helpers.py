@@ -1,0 +1,193 @@
+"""Real participants and real speech for the relay's end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import subprocess
+import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+from conftest import make_token
+from livekit import rtc
+
+from agent.devserver import LiveKitEndpoint
+from agent.motion import MotionSource
+from agent.protocol import (
+    AnimationFrames,
+    AudioOnly,
+    ConversationEnd,
+    ConversationStart,
+    Interrupt,
+    Message,
+    Reassembler,
+)
+from agent.protocol.constants import ANIMATION_TOPIC, AUDIO_TRACK_NAME
+from agent.relay import RelayControl, RoomRelay
+from agent.settings import Settings, load_settings
+
+JoinRoom = Callable[..., Awaitable[rtc.Room]]
+CONTROLLER = {"avatar-relay.controller": "true"}
+LISTEN_RATE = 24000
+RELAY_KIND = "standard"
+
+
+def espeak_pcm(text: str) -> tuple[bytes, int]:
+    """Real speech made at test time with Debian's espeak-ng: (PCM s16le mono, rate)."""
+    raw = subprocess.run(
+        ["espeak-ng", "--stdout", text], check=True, capture_output=True, timeout=30
+    ).stdout
+    pcm = raw[44:]
+    return pcm[: len(pcm) // 2 * 2], 22050
+
+
+def espeak_wav(text: str) -> bytes:
+    pcm, rate = espeak_pcm(text)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+class Listener:
+    """A real participant recording the relay's audio track and protocol messages."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.room = room
+        self.messages: list[Message] = []
+        self.audio: list[np.ndarray] = []
+        self.relay_found = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._reassembler = Reassembler()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reading: set[str] = set()
+        room.on("data_received", self._on_data)
+        room.on("track_subscribed", self._on_track)
+        for p in room.remote_participants.values():
+            for pub in p.track_publications.values():
+                if pub.track is not None:
+                    self._on_track(pub.track, pub, p)  # type: ignore[arg-type]
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != ANIMATION_TOPIC:
+            return
+        msg = self._reassembler.push(packet.data)
+        if msg is not None:
+            self.messages.append(msg)
+            self._changed.set()
+
+    def _on_track(
+        self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+    ) -> None:
+        if track.name == AUDIO_TRACK_NAME and track.sid not in self._reading:
+            self._reading.add(track.sid)
+            task = asyncio.create_task(self._read(track), name="listener.audio")
+            self._tasks.add(task)
+            self.relay_found.set()
+
+    async def _read(self, track: rtc.Track) -> None:
+        async for ev in rtc.AudioStream(track, sample_rate=LISTEN_RATE, num_channels=1):
+            self.audio.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+
+    def of(self, kind: type[Message], conversation_id: str | None = None) -> list[Message]:
+        return [
+            m
+            for m in self.messages
+            if isinstance(m, kind)
+            and (conversation_id is None or getattr(m, "conversation_id", None) == conversation_id)
+        ]
+
+    async def wait_for(self, kind: type[Message], conversation_id: str | None = None) -> Message:
+        """Wait for the first message of a kind (and conversation), whenever it came."""
+        while True:
+            found = self.of(kind, conversation_id)
+            if found:
+                return found[0]
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_audio_silent(self, threshold: int = 300, chunks: int = 20) -> None:
+        """Wait until the last `chunks` 10 ms chunks received were silent."""
+        while True:
+            tail = self.audio[-chunks:]
+            if len(tail) == chunks and all(int(np.abs(a).max()) < threshold for a in tail):
+                return
+            await asyncio.sleep(0.05)  # audio frames arrive every 10 ms; poll their tail
+
+    def loud_seconds(self, threshold: int = 300) -> float:
+        if not self.audio:
+            return 0.0
+        audio = np.concatenate(self.audio)
+        loud = np.flatnonzero(np.abs(audio) > threshold)
+        return 0.0 if len(loud) == 0 else (loud[-1] - loud[0]) / LISTEN_RATE
+
+    def frame_count(self, conversation_id: str) -> int:
+        return sum(len(m.frames) for m in self.of(AnimationFrames, conversation_id))  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass
+class RelayUnderTest:
+    room: rtc.Room
+    relay: RoomRelay
+    control: RelayControl
+    settings: Settings
+
+
+@contextlib.asynccontextmanager
+async def running_relay(
+    endpoint: LiveKitEndpoint,
+    room_name: str,
+    *,
+    motion_source: MotionSource | None = None,
+    settings: Settings | None = None,
+    motion_factory: Callable[[str], MotionSource] | None = None,
+) -> AsyncIterator[RelayUnderTest]:
+    """A RoomRelay + control in-process, joined to a real room as an agent participant."""
+    from agent.worker import motion_source_from_settings
+
+    settings = settings or load_settings()
+    room = rtc.Room()
+    await room.connect(
+        endpoint.url, make_token(endpoint, "relay-agent", room_name, kind=RELAY_KIND)
+    )
+    source = motion_source or motion_source_from_settings(settings)
+    relay = RoomRelay(room=room, settings=settings, motion_source=source)
+    control = RelayControl(
+        room=room,
+        relay=relay,
+        settings=settings,
+        motion_factory=motion_factory or (lambda n: motion_source_from_settings(settings, n)),
+    )
+    await relay.start()
+    control.register()
+    try:
+        yield RelayUnderTest(room, relay, control, settings)
+    finally:
+        await control.aclose()
+        await relay.aclose()
+        await room.disconnect()
+
+
+__all__ = [
+    "CONTROLLER",
+    "AudioOnly",
+    "ConversationEnd",
+    "ConversationStart",
+    "Interrupt",
+    "JoinRoom",
+    "Listener",
+    "espeak_pcm",
+    "espeak_wav",
+    "running_relay",
+]

@@ -1,0 +1,170 @@
+"""Direct control of the avatar through the real livekit-server: speak, interrupt, switch, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import wave
+
+import pytest
+from livekit import rtc
+from relay_helpers import (
+    CONTROLLER,
+    JoinRoom,
+    Listener,
+    espeak_wav,
+    running_relay,
+)
+
+from agent.devserver import LiveKitEndpoint
+from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
+from agent.protocol.constants import (
+    RPC_ERROR_BAD_REQUEST,
+    RPC_ERROR_UNAUTHORIZED,
+    RPC_INTERRUPT,
+    RPC_SET_MOTION_SOURCE,
+    RPC_SPEAK_TEXT,
+    SPEAK_AUDIO_STREAM_TOPIC,
+)
+
+pytestmark = pytest.mark.e2e
+AGENT = "relay-agent"
+
+
+async def test_speak_text_plays_audio_with_frames_of_one_conversation(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    async with running_relay(livekit_server, room_name):
+        viewer = await join_room(room_name, "viewer", attributes=CONTROLLER)
+        listener = Listener(viewer)
+        async with asyncio.timeout(10):
+            await listener.relay_found.wait()
+        conversation_id = await viewer.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Hello from the relay."
+        )
+        async with asyncio.timeout(15):
+            end = await listener.wait_for(ConversationEnd, conversation_id)
+            await listener.wait_audio_silent()
+        start = listener.of(ConversationStart, conversation_id)[0]
+        assert isinstance(start, ConversationStart) and start.codec == "arkit-u8"
+        assert isinstance(end, ConversationEnd)
+        assert listener.frame_count(conversation_id) == end.frame_count > 0
+        # One frame per 40 ms of the conversation's audio, and the audio really played.
+        duration = end.audio_samples / start.sample_rate
+        assert end.frame_count == -(-end.audio_samples * 25 // start.sample_rate)
+        assert listener.loud_seconds() >= 0.6 * duration
+        # Frames arrive in order with contiguous indices.
+        frames = [m for m in listener.of(AnimationFrames, conversation_id)]
+        indices = [i for m in frames for i in range(m.first_frame, m.first_frame + len(m.frames))]  # type: ignore[attr-defined]
+        assert indices == list(range(end.frame_count))
+        await listener.aclose()
+
+
+async def test_unauthorized_and_malformed_requests_get_clear_errors(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    async with running_relay(livekit_server, room_name) as rut:
+        stranger = await join_room(room_name, "stranger")  # no controller attribute
+        controller = await join_room(room_name, "controller", attributes=CONTROLLER)
+        listener = Listener(stranger)
+        for method, payload in [(RPC_SPEAK_TEXT, "hi"), (RPC_INTERRUPT, ""), (RPC_SET_MOTION_SOURCE, "clapperboard")]:  # fmt: skip
+            with pytest.raises(rtc.RpcError) as err:
+                await stranger.local_participant.perform_rpc(
+                    destination_identity=AGENT, method=method, payload=payload
+                )
+            assert err.value.code == RPC_ERROR_UNAUTHORIZED
+        for method, payload in [(RPC_SPEAK_TEXT, "   "), (RPC_SPEAK_TEXT, "x" * 5000), (RPC_SET_MOTION_SOURCE, "nonsense")]:  # fmt: skip
+            with pytest.raises(rtc.RpcError) as err:
+                await controller.local_participant.perform_rpc(
+                    destination_identity=AGENT, method=method, payload=payload
+                )
+            assert err.value.code == RPC_ERROR_BAD_REQUEST
+        # Nothing was started by any of them, and the relay still serves a good request.
+        assert rut.relay.current_conversation_id is None
+        assert not listener.of(ConversationStart)
+        cid = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Still here."
+        )
+        async with asyncio.timeout(15):
+            await listener.wait_for(ConversationEnd, cid)
+        await listener.aclose()
+
+
+async def test_speak_audio_stream_plays_a_wav_and_rejects_garbage(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    async with running_relay(livekit_server, room_name):
+        controller = await join_room(room_name, "controller", attributes=CONTROLLER)
+        stranger = await join_room(room_name, "stranger")
+        listener = Listener(controller)
+        wav = espeak_wav("Testing one two three.")
+        # Garbage and an unauthorized sender start nothing.
+        await controller.local_participant.send_bytes(
+            b"RIFF\x00\x00not a wav at all", topic=SPEAK_AUDIO_STREAM_TOPIC,
+            destination_identities=[AGENT],
+        )  # fmt: skip
+        await stranger.local_participant.send_bytes(
+            wav, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[AGENT]
+        )
+        await controller.local_participant.send_bytes(
+            wav, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[AGENT]
+        )
+        async with asyncio.timeout(15):
+            end = await listener.wait_for(ConversationEnd)
+        assert len(listener.of(ConversationStart)) == 1
+        with wave.open(io.BytesIO(wav)) as w:
+            expected = w.getnframes() / w.getframerate()
+        assert isinstance(end, ConversationEnd)
+        assert abs(end.audio_samples / 24000 - expected) < 0.05
+        await listener.aclose()
+
+
+async def test_interrupt_rpc_stops_audio_and_sends_interrupt(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    async with running_relay(livekit_server, room_name) as rut:
+        controller = await join_room(room_name, "controller", attributes=CONTROLLER)
+        listener = Listener(controller)
+        text = "This is a long sentence that the avatar will not be allowed to finish saying."
+        cid = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload=text
+        )
+        async with asyncio.timeout(10):
+            await listener.wait_for(AnimationFrames, cid)
+        interrupted = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_INTERRUPT, payload=""
+        )
+        assert interrupted == cid
+        async with asyncio.timeout(5):
+            await listener.wait_for(Interrupt, cid)
+            await listener.wait_audio_silent()
+        assert not listener.of(ConversationEnd, cid)
+        assert rut.relay.current_conversation_id is None
+        # The next request works normally after the interrupt.
+        cid2 = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Okay."
+        )
+        async with asyncio.timeout(10):
+            await listener.wait_for(ConversationEnd, cid2)
+        await listener.aclose()
+
+
+async def test_switch_to_clapperboard_changes_codec_of_next_conversation(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    async with running_relay(livekit_server, room_name):
+        controller = await join_room(room_name, "controller", attributes=CONTROLLER)
+        listener = Listener(controller)
+        name = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SET_MOTION_SOURCE, payload="clapperboard"
+        )
+        assert name == "clapperboard"
+        cid = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Clap."
+        )
+        async with asyncio.timeout(10):
+            start = await listener.wait_for(ConversationStart, cid)
+            await listener.wait_for(ConversationEnd, cid)
+        assert isinstance(start, ConversationStart)
+        assert listener.frame_count(cid) > 0
+        await listener.aclose()
