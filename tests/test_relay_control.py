@@ -77,7 +77,11 @@ async def test_unauthorized_and_malformed_requests_get_clear_errors(
                     destination_identity=AGENT, method=method, payload=payload
                 )
             assert err.value.code == RPC_ERROR_UNAUTHORIZED
-        malformed = [(RPC_SPEAK_TEXT, "   "), (RPC_SPEAK_TEXT, "x" * 5000), (RPC_SET_MOTION_SOURCE, "?")]
+        malformed = [
+            (RPC_SPEAK_TEXT, "   "),
+            (RPC_SPEAK_TEXT, "x" * 5000),
+            (RPC_SET_MOTION_SOURCE, "?"),
+        ]
         for method, payload in malformed:
             with pytest.raises(rtc.RpcError) as err:
                 await controller.local_participant.perform_rpc(

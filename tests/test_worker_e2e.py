@@ -4,46 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
-import subprocess
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
-from livekit import api, rtc
+from conftest import LOG_DIR
+from livekit import api
+from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_wav
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess
-from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart, decode_packet
-from agent.protocol.constants import (
-    ANIMATION_TOPIC,
-    ATTRIBUTE_ROLE,
-    AUDIO_TRACK_NAME,
-    ROLE_RELAY,
-    SPEAK_AUDIO_STREAM_TOPIC,
-)
-
-from conftest import LOG_DIR
+from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart
+from agent.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
 
 pytestmark = pytest.mark.e2e
-JoinRoom = Callable[..., Awaitable[rtc.Room]]
-CONTROLLER = {"avatar-relay.controller": "true"}
-
-
-def espeak_wav(text: str) -> bytes:
-    """Real speech made at test time (Debian espeak-ng), as a PCM WAV."""
-    raw = subprocess.run(
-        ["espeak-ng", "--stdout", text], check=True, capture_output=True, timeout=30
-    ).stdout
-    # espeak-ng leaves the RIFF sizes unset when writing to a pipe; rewrite it cleanly.
-    samples = raw[44:]
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(22050)
-        w.writeframes(samples[: len(samples) // 2 * 2])
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -63,45 +36,6 @@ async def dispatch(endpoint: LiveKitEndpoint, room: str) -> None:
         )
 
 
-class Listener:
-    """A real participant recording the relay's audio and protocol messages."""
-
-    def __init__(self, room: rtc.Room) -> None:
-        self.room = room
-        self.messages: list[object] = []
-        self.audio: list[np.ndarray] = []
-        self.relay_found = asyncio.Event()
-        self.ended = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        room.on("data_received", self._on_data)
-        room.on("track_subscribed", self._on_track)
-
-    def _on_data(self, packet: rtc.DataPacket) -> None:
-        if packet.topic != ANIMATION_TOPIC:
-            return
-        msg = decode_packet(packet.data)
-        self.messages.append(msg)
-        if isinstance(msg, ConversationEnd):
-            self.ended.set()
-
-    def _on_track(
-        self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
-    ) -> None:
-        if track.name == AUDIO_TRACK_NAME and p.attributes.get(ATTRIBUTE_ROLE) == ROLE_RELAY:
-            task = asyncio.create_task(self._read(track))
-            self._tasks.add(task)
-            self.relay_found.set()
-
-    async def _read(self, track: rtc.Track) -> None:
-        async for ev in rtc.AudioStream(track, sample_rate=24000, num_channels=1):
-            self.audio.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
-
-    async def aclose(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 async def test_dispatched_worker_speaks_wav_with_animation(
     livekit_server: LiveKitEndpoint,
     worker: WorkerProcess,
@@ -117,33 +51,26 @@ async def test_dispatched_worker_speaks_wav_with_animation(
     await dispatch(livekit_server, room_name)
     async with asyncio.timeout(30):
         await listener.relay_found.wait()
-    agent = next(
-        p for p in room.remote_participants.values() if p.attributes.get(ATTRIBUTE_ROLE)
-    )
+    agent = next(p for p in room.remote_participants.values() if p.attributes.get(ATTRIBUTE_ROLE))
     await room.local_participant.send_bytes(
         wav, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[agent.identity]
     )
     async with asyncio.timeout(duration + 15):
-        await listener.ended.wait()
-    # Audio keeps arriving for the queue + jitter delay after the end message is sent.
-    async with asyncio.timeout(10):
-        while sum(int(np.sum(np.abs(a) > 300)) for a in listener.audio[-20:]) > 0:
-            await asyncio.sleep(0.1)
+        end = await listener.wait_for(ConversationEnd)
+        # Audio keeps arriving for the queue + jitter delay after the end message is sent.
+        await listener.wait_audio_silent()
 
-    starts = [m for m in listener.messages if isinstance(m, ConversationStart)]
-    frames = [m for m in listener.messages if isinstance(m, AnimationFrames)]
-    ends = [m for m in listener.messages if isinstance(m, ConversationEnd)]
-    assert len(starts) == 1 and len(ends) == 1
-    conversation_id = starts[0].conversation_id
-    assert {m.conversation_id for m in frames} == {conversation_id}
-    frame_count = sum(len(m.frames) for m in frames)
-    assert frame_count == ends[0].frame_count
+    starts = listener.of(ConversationStart)
+    assert len(starts) == 1 and len(listener.of(ConversationEnd)) == 1
+    conversation_id = starts[0].conversation_id  # type: ignore[union-attr]
+    frames = listener.of(AnimationFrames)
+    assert {m.conversation_id for m in frames} == {conversation_id}  # type: ignore[union-attr]
+    frame_count = listener.frame_count(conversation_id)
+    assert isinstance(end, ConversationEnd) and frame_count == end.frame_count
     assert abs(frame_count / 25 - duration) <= 0.08  # one frame per 40 ms of audio
 
-    audio = np.concatenate(listener.audio)
-    loud = np.flatnonzero(np.abs(audio) > 300)
-    assert len(loud) > 0, "the relay's audio track was silent"
-    speech_span = (loud[-1] - loud[0]) / 24000
+    speech_span = listener.loud_seconds()
+    assert speech_span > 0, "the relay's audio track was silent"
     assert duration * 0.7 <= speech_span <= duration + 0.2
     await listener.aclose()
 

@@ -98,5 +98,5 @@ class MotionSource(abc.ABC):
     def idle_frames(self, first_frame: int, count: int) -> Sequence[bytes]:
         """Encoded idle frames ``first_frame .. first_frame + count - 1``; deterministic."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook; most sources hold nothing
         """Release shared resources (models, connections)."""
