@@ -1,0 +1,65 @@
+// Measures audio/video sync with the clapperboard pattern: pairs each presented marker frame
+// with the burst onset heard nearest to it. offset = presented - heard (ms): positive means
+// the picture is late, negative that it is early.
+
+const MATCH_WINDOW_MS = 300;
+const MAX_KEEP = 1000;
+
+export class SyncMeter {
+  constructor() {
+    this.reset();
+  }
+
+  reset() {
+    this.onsets = [];
+    this.markers = [];
+    this.offsets = [];
+  }
+
+  addOnset(atMs) {
+    this.onsets.push(atMs);
+    if (this.onsets.length > MAX_KEEP) this.onsets.shift();
+    this.match();
+  }
+
+  addMarker(atMs) {
+    this.markers.push(atMs);
+    if (this.markers.length > MAX_KEEP) this.markers.shift();
+    this.match();
+  }
+
+  /** Pair markers with onsets once both sides of the window have been seen. */
+  match() {
+    const latest = Math.max(this.onsets.at(-1) ?? -Infinity, this.markers.at(-1) ?? -Infinity);
+    const keep = [];
+    for (const m of this.markers) {
+      if (latest - m < MATCH_WINDOW_MS) {
+        keep.push(m);
+        continue;
+      }
+      let best = null;
+      for (const o of this.onsets) {
+        if (Math.abs(m - o) <= MATCH_WINDOW_MS && (best === null || Math.abs(m - o) < Math.abs(m - best))) best = o;
+      }
+      if (best !== null) {
+        this.offsets.push(m - best);
+        if (this.offsets.length > MAX_KEEP) this.offsets.shift();
+      }
+    }
+    this.markers = keep;
+  }
+
+  summary() {
+    if (!this.offsets.length) return null;
+    const abs = this.offsets.map(Math.abs).sort((a, b) => a - b);
+    const q = (p) => abs[Math.min(abs.length - 1, Math.floor(p * abs.length))];
+    return {
+      count: this.offsets.length,
+      last: this.offsets.at(-1),
+      p50: q(0.5),
+      p95: q(0.95),
+      max: abs.at(-1),
+      offsets: this.offsets.slice(-200),
+    };
+  }
+}
