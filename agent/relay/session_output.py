@@ -106,6 +106,13 @@ class AvatarRelay:
         self._output: AvatarAudioOutput | None = None
 
     @property
+    def output(self) -> AvatarAudioOutput:
+        """The audio sink installed in the session (for playback events)."""
+        if self._output is None:
+            raise RuntimeError("AvatarRelay.start() has not been called")
+        return self._output
+
+    @property
     def relay(self) -> RoomRelay:
         if self._relay is None:
             raise RuntimeError("AvatarRelay.start() has not been called")

@@ -1,0 +1,107 @@
+"""A livekit-agents voice agent gets a synchronized avatar through AvatarRelay (issue 5.1).
+
+A real AgentSession speaks through a real offline TTS (espeak-ng) into the relay, which
+publishes through the real livekit-server to a real participant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import make_token
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, room_io
+from livekit.agents.voice.io import PlaybackFinishedEvent, PlaybackStartedEvent
+from relay_helpers import JoinRoom, Listener
+
+from agent.devserver import LiveKitEndpoint
+from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
+from agent.relay import AvatarRelay, EspeakAgentTTS
+
+pytestmark = pytest.mark.e2e
+
+
+class VoiceAgent:
+    """An AgentSession in its own room connection, with the avatar attached."""
+
+    def __init__(self, session: AgentSession, avatar: AvatarRelay) -> None:
+        self.session = session
+        self.avatar = avatar
+        self.started: list[PlaybackStartedEvent] = []
+        self.finished: list[PlaybackFinishedEvent] = []
+        avatar.output.on("playback_started", self.started.append)
+        avatar.output.on("playback_finished", self.finished.append)
+
+
+@pytest.fixture
+async def voice_agent(livekit_server: LiveKitEndpoint, room_name: str) -> AsyncIterator[VoiceAgent]:
+    room = rtc.Room()
+    await room.connect(
+        livekit_server.url, make_token(livekit_server, "voice-agent", room_name, kind="agent")
+    )
+    session = AgentSession(tts=EspeakAgentTTS())
+    avatar = AvatarRelay()
+    await avatar.start(session, room)
+    await session.start(
+        agent=Agent(instructions="You are a test agent."),
+        room=room,
+        room_options=room_io.RoomOptions(audio_input=False, text_input=False),
+    )
+    try:
+        yield VoiceAgent(session, avatar)
+    finally:
+        await session.aclose()
+        await avatar.aclose()
+        await room.disconnect()
+
+
+async def test_say_plays_through_the_avatar_with_exact_playback_accounting(
+    voice_agent: VoiceAgent, join_room: JoinRoom, room_name: str
+) -> None:
+    listener = Listener(await join_room(room_name, "viewer"))
+    async with asyncio.timeout(20):
+        handle = voice_agent.session.say("Hello there, this is the voice agent speaking.")
+        await handle.wait_for_playout()
+        end = await listener.wait_for(ConversationEnd)
+    assert isinstance(end, ConversationEnd)
+    cid = end.conversation_id
+    assert listener.of(ConversationStart, cid) and listener.frame_count(cid) == end.frame_count
+    # Exactly one started and one finished event for the one segment, not interrupted,
+    # at the position the relay played.
+    assert len(voice_agent.started) == 1
+    assert len(voice_agent.finished) == 1
+    finished = voice_agent.finished[0]
+    assert not finished.interrupted
+    assert finished.playback_position == pytest.approx(end.audio_samples / 24000, abs=0.02)
+    await listener.aclose()
+
+
+async def test_interrupt_then_speak_again_keeps_segment_counts_in_step(
+    voice_agent: VoiceAgent, join_room: JoinRoom, room_name: str
+) -> None:
+    """Regression for the livekit/agents drift bugs (#3917, #4436): after interruptions,
+    every segment still gets exactly one playback_finished and wait_for_playout returns."""
+    listener = Listener(await join_room(room_name, "viewer"))
+    session = voice_agent.session
+    for round_no in range(3):
+        long = session.say("This sentence will be cut off long before it reaches its end.")
+        async with asyncio.timeout(10):
+            start = await listener.wait_for(AnimationFrames, None)
+        long.interrupt()
+        async with asyncio.timeout(10):
+            await long.wait_for_playout()
+            await listener.wait_for(Interrupt, start.conversation_id)  # type: ignore[union-attr]
+        assert long.interrupted
+        listener.messages.clear()
+        assert len(voice_agent.finished) == round_no + 1
+        assert voice_agent.finished[-1].interrupted
+    short = session.say("Done.")
+    async with asyncio.timeout(15):
+        await short.wait_for_playout()
+        end = await listener.wait_for(ConversationEnd)
+    assert isinstance(end, ConversationEnd) and end.frame_count > 0
+    assert len(voice_agent.finished) == 4 and not voice_agent.finished[-1].interrupted
+    assert len(voice_agent.started) == 4
+    await listener.aclose()
