@@ -67,6 +67,7 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
         topic: str = ANIMATION_TOPIC,
         sample_rate: int = 48000,
         default_jitter_delay: float = 0.04,
+        audio_path_delay: float = 0.02,
         stats_interval: float = 0.5,
         max_queued: int = 100,
         controller: HostModeController | None = None,
@@ -83,6 +84,7 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
         self._sync = PlayoutSync(
             sample_rate=sample_rate,
             default_jitter_delay=default_jitter_delay,
+            audio_path_delay=audio_path_delay,
             controller=controller,
         )
         self._reassembler = Reassembler()

@@ -100,6 +100,8 @@ class ReceiverStats:
     """Audio chunks presented."""
     conversations: int = 0
     """Relay conversations seen."""
+    resyncs: int = 0
+    """Times a playing conversation was moved to a better timing estimate."""
     offset_ms: float | None = None
     """Smoothed lead of frames: presentation time minus arrival time (positive = early)."""
     jitter_buffer_ms: float = 0.0
@@ -125,6 +127,8 @@ class _Relayed:
     pending: dict[int, tuple[bytes, float]] = field(default_factory=dict)
     arrivals: dict[int, float] = field(default_factory=dict)
     local_cid: str | None = None
+    anchor: float | None = None
+    """The origin estimate the playing mapping uses."""
     local_open: bool = False
     fed: int = 0
     """Media position (receiver samples) of the next sample to feed."""
@@ -167,9 +171,11 @@ class PlayoutSync:
         max_conversations: int = 16,
         max_pending_frames: int = 1024,
         frame_wait: float = 0.5,
+        audio_path_delay: float = 0.02,
+        resync_threshold: float = 0.015,
     ) -> None:
-        if default_jitter_delay < 0:
-            raise ValueError("default_jitter_delay must be non-negative")
+        if default_jitter_delay < 0 or audio_path_delay < 0:
+            raise ValueError("default_jitter_delay and audio_path_delay must be non-negative")
         self._controller = controller or HostModeController(sample_rate=sample_rate)
         if self._controller.sample_rate != sample_rate:
             raise ValueError("the controller's sample rate must equal the receiver's")
@@ -179,6 +185,8 @@ class PlayoutSync:
         self._max_conversations = max_conversations
         self._max_pending = max_pending_frames
         self._frame_wait = frame_wait
+        self._path_delay = audio_path_delay
+        self._resync_samples = round(resync_threshold * sample_rate)
         self._convs: OrderedDict[str, _Relayed] = OrderedDict()
         self._by_local: dict[str, _Relayed] = {}
         self._idle_tracker = SequenceTracker()
@@ -460,25 +468,39 @@ class PlayoutSync:
         return None
 
     def _origin(self, conv: _Relayed, now: float) -> float | None:
-        return conv.origin(self._jitter, now, self._frame_wait)
+        # Audio also waits for the sender's codec to fill a packet (Opus: 20 ms) while a
+        # frame's data packet leaves at once; that delay adds to the jitter buffer's.
+        return conv.origin(self._jitter + self._path_delay, now, self._frame_wait)
 
     def _feed_track(self, conv: _Relayed, pcm: bytes, samples: int, now: float) -> None:
+        origin = self._origin(conv, now)
+        position = conv.fed
+        resync = False
         if conv.local_cid is None:
-            origin = self._origin(conv, now)
             assert origin is not None
             position = max(0, round((now - origin) * self._sr))
-        else:
-            position = conv.fed
+            conv.anchor = origin
+        elif origin is not None and conv.anchor is not None:
+            moved = conv.anchor - origin
+            if abs(moved) * self._sr > self._resync_samples:
+                # A better estimate arrived (an earlier frame, a new J): move to it. Only
+                # evidence moves the mapping, never the pull times, which can come in bursts.
+                # Forward skips audio positions; backward holds the picture meanwhile.
+                self.stats.resyncs += 1
+                position = max(0, conv.fed + round(moved * self._sr))
+                conv.anchor = origin
+                resync = True
         end = conv.total is not None and position + samples >= conv.total
-        if end:
-            assert conv.total is not None
-            pcm = pcm[: (conv.total - position) * BYTES_PER_SAMPLE]
+        if conv.total is not None and end:
+            pcm = pcm[: max(0, conv.total - position) * BYTES_PER_SAMPLE]
         if conv.local_cid is None:
             self._map(conv, pcm, position, end)
         else:
-            self._controller.yield_audio_data(pcm, end)
+            self._controller.yield_audio_data(pcm, end, first_sample=position if resync else None)
             conv.local_open = not end
-        conv.fed = position + len(pcm) // BYTES_PER_SAMPLE
+            if resync and position > conv.fed:
+                self._controller.playout(position - conv.fed)  # discard the skipped span
+        conv.fed = max(conv.fed, position + len(pcm) // BYTES_PER_SAMPLE)
         if end:
             conv.done = True
 
