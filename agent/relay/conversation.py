@@ -53,6 +53,7 @@ class Conversation:
         self._motion_backlog: list[Int16Array] = []
         self._changed = asyncio.Event()
         self._frames_changed = asyncio.Event()
+        self._motion_settled = asyncio.Event()
         self.result: asyncio.Future[PlaybackResult] = asyncio.get_running_loop().create_future()
 
     # -- sequence numbers -------------------------------------------------------------------
@@ -130,10 +131,18 @@ class Conversation:
             # Motion never costs audio: the conversation goes on without animation.
             self.mark_audio_only("motion_failed")
 
+    async def wait_motion_settled(self, timeout: float) -> None:
+        """Wait until the motion stream is open or has failed (bounded)."""
+        try:
+            await asyncio.wait_for(self._motion_settled.wait(), timeout)
+        except TimeoutError:
+            self.mark_audio_only("motion_unavailable")
+
     def attach_motion(self, stream: MotionStream) -> None:
         """The motion stream is open: hand it the audio that arrived meanwhile."""
         self.motion = stream
         self.motion_info = stream.info
+        self._motion_settled.set()
         backlog, self._motion_backlog = self._motion_backlog, []
         for pcm in backlog:
             self._feed_motion(pcm)
@@ -154,6 +163,7 @@ class Conversation:
 
     def end_motion(self) -> None:
         self.motion_ended = True
+        self._motion_settled.set()
         self._frames_changed.set()
 
     def mark_audio_only(self, reason: AudioOnlyReason) -> None:
@@ -162,6 +172,7 @@ class Conversation:
             self.frames.clear()
             self._motion_backlog.clear()
             self._frames_changed.set()
+            self._motion_settled.set()
 
     async def wait_frames_changed(self, timeout: float) -> None:
         self._frames_changed.clear()
@@ -177,6 +188,7 @@ class Conversation:
 
     def interrupt(self) -> None:
         self.interrupted = True
+        self._motion_settled.set()
         self._changed.set()
         self._frames_changed.set()
 

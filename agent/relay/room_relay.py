@@ -307,7 +307,9 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
     async def _play(self, conv: Conversation) -> None:
         rate = self.sample_rate
         chunk = rate * CHUNK_MS // 1000
-        lookahead = rate * self._settings.motion.lookahead_ms // 1000
+        # The audio waits exactly the lookahead the motion source declares (none if audio-only).
+        await conv.wait_motion_settled(MOTION_OPEN_TIMEOUT)
+        lookahead = rate * self._lookahead_ms(conv) // 1000
         self._out.reset_position()
         self._anchor = None
         pacer: asyncio.Task[None] | None = None
@@ -330,7 +332,10 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
                 conv.started = True
                 self._start_conversation(conv)
                 pacer = self._spawn(self._pace_frames(conv), f"relay.pacer.{conv.id}")
-            anchor = await self._out.write(pcm)
+            # Audio as data only: the track gets silence, so its real-time queue still paces
+            # the conversation and times the frames while the speech travels as messages.
+            on_track = pcm if self._settings.audio.transport != "data" else np.zeros_like(pcm)
+            anchor = await self._out.write(on_track)
             position += len(pcm)
             self._set_anchor(anchor)
             self.metrics.audio_seconds.inc(len(pcm) / rate)
@@ -389,6 +394,11 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         if conv.interrupted:
             self._out.clear()
 
+    @staticmethod
+    def _lookahead_ms(conv: Conversation) -> int:
+        info = conv.motion_info
+        return info.lookahead_ms if info is not None and conv.audio_only_reason is None else 0
+
     def _set_anchor(self, anchor: EmissionAnchor) -> None:
         self._anchor = anchor
         self._anchor_changed.set()
@@ -405,7 +415,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
                 sample_rate=self.sample_rate,
                 audio_track=AUDIO_TRACK_NAME,
                 audio_transport=self._settings.audio.transport,
-                lookahead_ms=self._settings.motion.lookahead_ms,
+                lookahead_ms=self._lookahead_ms(conv),
                 sent_at_us=now_us(),
             )
         )
