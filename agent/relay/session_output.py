@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentSession
@@ -118,7 +119,7 @@ class AvatarRelay:
             raise RuntimeError("AvatarRelay.start() has not been called")
         return self._relay
 
-    async def start(self, agent_session: AgentSession, room: rtc.Room) -> None:
+    async def start(self, agent_session: AgentSession[Any], room: rtc.Room) -> None:
         from ..worker import motion_source_from_settings
 
         settings = self._settings

@@ -101,7 +101,7 @@ def _fix_streamed_wav(data: bytes) -> bytes:
     return bytes(fixed)
 
 
-class EspeakAgentTTS(tts.TTS):
+class EspeakAgentTTS(tts.TTS[None]):
     """espeak-ng as a livekit-agents TTS, so a voice agent can speak fully offline."""
 
     def __init__(self, settings: TtsSettings | None = None) -> None:
