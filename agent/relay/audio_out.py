@@ -38,8 +38,23 @@ class TrackAudioOut:
         return self._captured
 
     def reset_position(self) -> None:
-        """Start counting positions from zero for the next conversation."""
-        self._captured = 0
+        """Make the next captured sample position 0.
+
+        Samples still queued (idle silence) are counted as negative positions, so the
+        emission position stays exact across the switch.
+        """
+        self._captured = -round(self._source.queued_duration * self.sample_rate)
+
+    async def write_silence_when_low(self, chunk: int, low_water: float) -> None:
+        """Keep the track flowing between conversations without building up latency.
+
+        Receivers use the track as their clock; a shallow queue of silence (at most
+        ``low_water`` seconds) keeps it running and delays the next conversation by no more.
+        """
+        if self._source.queued_duration <= low_water:
+            await self._source.capture_frame(
+                rtc.AudioFrame(bytes(2 * chunk), self.sample_rate, 1, chunk)
+            )
 
     async def write(self, pcm: np.ndarray) -> EmissionAnchor:
         """Queue int16 samples; returns when the queue has room again (real-time pacing)."""
@@ -50,7 +65,7 @@ class TrackAudioOut:
 
     def anchor(self) -> EmissionAnchor:
         queued = round(self._source.queued_duration * self.sample_rate)
-        return EmissionAnchor(time.monotonic(), max(self._captured - queued, 0))
+        return EmissionAnchor(time.monotonic(), self._captured - queued)
 
     def queued_seconds(self) -> float:
         return self._source.queued_duration

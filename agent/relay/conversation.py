@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..motion.base import MotionStream, MotionStreamInfo
+from ..protocol import AudioOnly, ConversationStart
 
 Int16Array = npt.NDArray[np.int16]
 
@@ -40,6 +41,8 @@ class Conversation:
         self.sample_rate = sample_rate
         self.motion: MotionStream | None = None
         self.motion_info: MotionStreamInfo | None = None
+        self.start_message: ConversationStart | None = None
+        self.audio_only_message: AudioOnly | None = None
         self.audio_only_reason: AudioOnlyReason | None = None
         self.seq = 0
         self.started = False

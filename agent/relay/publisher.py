@@ -30,7 +30,7 @@ class MessagePublisher:
         self._metrics = metrics
         # A random first fragment id: receivers never splice fragments across relay restarts.
         self._packetizer = Packetizer(first_message_id=secrets.randbelow(2**31))
-        self._queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[list[bytes], list[str]] | None] = asyncio.Queue()
         self._send_atask: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -39,11 +39,11 @@ class MessagePublisher:
         if self._send_atask is None:
             self._send_atask = asyncio.create_task(self._send_loop(), name="relay.publisher")
 
-    def send(self, msg: Message) -> None:
-        """Queue a message for sending now; never blocks."""
+    def send(self, msg: Message, *, to: list[str] | None = None) -> None:
+        """Queue a message for sending now (to everyone, or to ``to``); never blocks."""
         packets = self._packetizer.packetize(msg)
         self._idle.clear()
-        self._queue.put_nowait(packets)
+        self._queue.put_nowait((packets, to or []))
 
     async def drain(self) -> None:
         """Wait until everything queued so far has been handed to the room."""
@@ -51,13 +51,17 @@ class MessagePublisher:
 
     async def _send_loop(self) -> None:
         while True:
-            packets = await self._queue.get()
-            if packets is None:
+            item = await self._queue.get()
+            if item is None:
                 return
+            packets, destinations = item
             for packet in packets:
                 try:
                     await self._room.local_participant.publish_data(
-                        packet, reliable=True, topic=self._topic
+                        packet,
+                        reliable=True,
+                        topic=self._topic,
+                        destination_identities=destinations,
                     )
                 except Exception as exc:  # the room is going away; nothing to resend to
                     logger.warning(

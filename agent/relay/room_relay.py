@@ -46,6 +46,8 @@ CHUNK_MS = 10
 """Audio is captured into the track in 10 ms chunks, WebRTC's own frame size."""
 AUDIO_DATA_CHUNK_MS = 100
 """Audio sent as data (audio transport ``data``/``both``) goes in 100 ms messages."""
+IDLE_SILENCE_MS = 10
+"""Silence kept queued on the track between conversations (the receivers' clock keeps going)."""
 MOTION_OPEN_TIMEOUT = 2.0
 """A motion source that cannot open a stream this fast leaves the conversation audio-only."""
 
@@ -170,6 +172,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._publication = await self._room.local_participant.publish_track(
             self._out.track, options
         )
+        self._room.on("participant_connected", self._on_participant_connected)
         self._pump_atask = asyncio.create_task(self._pump(), name="relay.pump")
         self._idle_atask = asyncio.create_task(self._idle_loop(), name="relay.idle")
 
@@ -290,7 +293,17 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         while True:
             while not self._pending:
                 self._pending_changed.clear()
-                await self._pending_changed.wait()
+                # Idle: keep ~10-20 ms of silence queued until a conversation arrives.
+                low_water = IDLE_SILENCE_MS / 1000
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._pending_changed.wait(),
+                        max(self._out.queued_seconds() - low_water, 0.0),
+                    )
+                if not self._pending:
+                    await self._out.write_silence_when_low(
+                        self.sample_rate * CHUNK_MS // 1000, low_water
+                    )
             conv = self._pending.popleft()
             self._current = conv
             try:
@@ -369,6 +382,9 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._publisher.send(
             ConversationEnd(conv.id, conv.next_seq(), conv.frames_sent, position, now_us())
         )
+        if conv.audio_only_reason is not None and not conv.motion_ended:
+            # A stalled source would hold its stream and motion task forever.
+            await self._close_motion(conv, interrupt=True)
         await self._wait_playout_or_interrupt(conv)
         if conv.interrupted:  # cut short while its last audio was still queued
             played = self._out.anchor().position / rate
@@ -403,22 +419,30 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._anchor = anchor
         self._anchor_changed.set()
 
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        """A late joiner needs the current conversation's start (codec, channels, fps)."""
+        conv = self._current
+        if conv is None or conv.start_message is None:
+            return
+        self._publisher.send(conv.start_message, to=[participant.identity])
+        if conv.audio_only_message is not None:
+            self._publisher.send(conv.audio_only_message, to=[participant.identity])
+
     def _start_conversation(self, conv: Conversation) -> None:
         info = conv.motion_info or self._motion_source.idle_info()
-        self._publisher.send(
-            ConversationStart(
-                conversation_id=conv.id,
-                seq=conv.next_seq(),
-                codec=info.codec if info else "none",
-                fps=info.fps if info else float(DEFAULT_FPS),
-                channels=info.channels if info else (),
-                sample_rate=self.sample_rate,
-                audio_track=AUDIO_TRACK_NAME,
-                audio_transport=self._settings.audio.transport,
-                lookahead_ms=self._lookahead_ms(conv),
-                sent_at_us=now_us(),
-            )
+        conv.start_message = ConversationStart(
+            conversation_id=conv.id,
+            seq=conv.next_seq(),
+            codec=info.codec if info else "none",
+            fps=info.fps if info else float(DEFAULT_FPS),
+            channels=info.channels if info else (),
+            sample_rate=self.sample_rate,
+            audio_track=AUDIO_TRACK_NAME,
+            audio_transport=self._settings.audio.transport,
+            lookahead_ms=self._lookahead_ms(conv),
+            sent_at_us=now_us(),
         )
+        self._publisher.send(conv.start_message)
         self.metrics.conversations.inc()
         first_input = self._first_input_at.pop(conv.id, None)
         if first_input is not None:
@@ -430,7 +454,8 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
 
     def _send_audio_only(self, conv: Conversation) -> None:
         reason: AudioOnlyReason = conv.audio_only_reason or "motion_failed"
-        self._publisher.send(AudioOnly(conv.id, conv.next_seq(), reason, now_us()))
+        conv.audio_only_message = AudioOnly(conv.id, conv.next_seq(), reason, now_us())
+        self._publisher.send(conv.audio_only_message)
         self.metrics.audio_only(reason)
         logger.warning(
             "conversation is audio-only", extra=ctx(self.room_name, conv.id, reason=reason)
