@@ -271,7 +271,10 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
                     conv.add_frame(item.index, item.payload)
                 elif isinstance(item, MotionStreamEnd):
                     if item.audio_only:
-                        conv.mark_audio_only("motion_empty")
+                        # Giving up after some animation is a failure (e.g. the Spatius
+                        # service erred mid-request), not a source with nothing to show.
+                        animated = conv.frames_sent > 0 or bool(conv.frames)
+                        conv.mark_audio_only("motion_failed" if animated else "motion_empty")
                     break
         except Exception as exc:
             logger.warning(
@@ -483,6 +486,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             total = conv.received_samples if conv.input_closed else None
             if total is not None and k * samples_per_frame >= total:
                 return  # every frame that has audio was sent
+            await self._wait_anchor()
             due = self._due_time(k * samples_per_frame)
             if due is not None:
                 await _sleep_until(due)
@@ -521,6 +525,12 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
     async def _wait_motion_info(self, conv: Conversation) -> None:
         while conv.motion_info is None and conv.audio_only_reason is None:
             await conv.wait_frames_changed(0.05)
+
+    async def _wait_anchor(self) -> None:
+        """Frames are timed by the audio: wait until the first chunk has been captured."""
+        while self._anchor is None:
+            self._anchor_changed.clear()
+            await self._anchor_changed.wait()
 
     def _due_time(self, position: float) -> float | None:
         """Monotonic time at which the track emits sample ``position`` of this conversation."""
