@@ -50,6 +50,8 @@ IDLE_SILENCE_MS = 10
 """Silence kept queued on the track between conversations (the receivers' clock keeps going)."""
 MOTION_OPEN_TIMEOUT = 2.0
 """A motion source that cannot open a stream this fast leaves the conversation audio-only."""
+CLOSE_INTERRUPT_TIMEOUT = 1.0
+"""How long aclose() lets the playing conversation end with its Interrupt message."""
 
 
 class RelayClosedError(RuntimeError):
@@ -181,7 +183,12 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         if self._closed:
             return
         self._closed = True
+        playing = self._current
         self.interrupt_all()
+        if playing is not None:
+            # Let the pump end it as any interrupt, so participants get the Interrupt message.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(playing.result), CLOSE_INTERRUPT_TIMEOUT)
         tasks = [t for t in (self._pump_atask, self._idle_atask) if t is not None]
         for t in tasks:
             t.cancel()
