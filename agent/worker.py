@@ -11,7 +11,7 @@ from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
 
 from .motion import create_motion_source
-from .motion.base import MotionSource
+from .motion.base import MotionError, MotionSource
 from .relay import RelayControl, RoomRelay
 from .settings import Settings, load_settings
 
@@ -22,12 +22,23 @@ EMPTY_ROOM_GRACE_S = 5.0
 
 
 def motion_source_from_settings(settings: Settings, name: str | None = None) -> MotionSource:
-    """Build the configured (or named) motion source."""
+    """Build the configured (or named) motion source.
+
+    ``spatius`` takes its credentials and endpoints from the SDK's ``SPATIUS_*`` environment
+    variables. A source that cannot be built (missing variables, the optional SDK not
+    installed) raises ValueError naming the cause, like an unknown name does.
+    """
     chosen = name or settings.motion.source
     kwargs: dict[str, object] = {}
     if chosen == "embedded":
         kwargs = {"lookahead_ms": settings.motion.lookahead_ms, "seed": settings.motion.seed}
-    return create_motion_source(chosen, **kwargs)
+    elif chosen == "spatius":
+        # The service's latency is covered by holding the audio back this long.
+        kwargs = {"lookahead_ms": settings.motion.lookahead_ms}
+    try:
+        return create_motion_source(chosen, **kwargs)
+    except (MotionError, ImportError) as exc:
+        raise ValueError(f"motion source {chosen!r} cannot be used: {exc}") from exc
 
 
 def _prewarm(proc: JobProcess) -> None:
