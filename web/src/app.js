@@ -32,7 +32,7 @@ const debug = {
   joined: false, relayIdentity: null, conversationId: null, mode: 'idle', weights: {}, jawOpen: 0,
   offsetMs: null, jitterDelayMs: null, outputLatencyMs: null, dropped: 0, audioEnergy: 0,
   lastInterrupted: null, interrupts: 0, protocolErrors: 0, foreignPackets: 0, messages: 0,
-  conversations: [], sync: null, error: null,
+  conversations: [], arrivals: [], sync: null, error: null,
 };
 window.avatarRelayDebug = debug;
 
@@ -87,6 +87,10 @@ function onData(payload, participant, _kind, topic) {
     debug.conversations.push({ id: msg.conversationId, codec: msg.codec, startedAt: arrival });
     if (debug.conversations.length > 32) debug.conversations.shift();
   }
+  if (msg.type === 'frames') {
+    debug.arrivals.push([msg.firstFrame, msg.frames.length, Math.round(arrival)]);
+    if (debug.arrivals.length > 512) debug.arrivals.shift();
+  }
   receiver.handle(msg, arrival);
 }
 
@@ -124,12 +128,7 @@ async function join() {
     syncMeter = new SyncMeter();
     player.onOnset((at) => syncMeter.addOnset(at));
     presenter.onMarker = (m) => syncMeter.addMarker(m.presentedAt);
-    const params = new URLSearchParams(location.search);
-    const res = await fetch('api/token', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ room: params.get('room') || undefined }),
-    });
+    const res = await fetch('api/token', { method: 'POST' });
     if (!res.ok) throw new Error(`token request failed: ${res.status} ${await res.text()}`);
     const { url, token, room: roomName, identity } = await res.json();
     room = new Room({ adaptiveStream: false, dynacast: false });
