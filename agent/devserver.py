@@ -202,6 +202,8 @@ class WorkerProcess:
             "LIVEKIT_API_KEY": self._endpoint.api_key,
             "LIVEKIT_API_SECRET": self._endpoint.api_secret,
             "AVATAR_RELAY_AGENT__HTTP_PORT": "0",
+            # A busy 2-core dev machine must not make the only worker refuse its jobs.
+            "AVATAR_RELAY_AGENT__LOAD_THRESHOLD": "1000",
             "PYTHONUNBUFFERED": "1",
             **self._env,
         }

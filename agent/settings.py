@@ -40,7 +40,7 @@ class AgentSettings(_Section):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8081, ge=0, le=65535)
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
-    load_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    load_threshold: float = Field(default=0.7, gt=0.0)
 
 
 class AudioSettings(_Section):
