@@ -463,6 +463,8 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             self._send_audio_only(conv)
 
     def _send_audio_only(self, conv: Conversation) -> None:
+        if conv.audio_only_message is not None:
+            return  # announced already
         reason: AudioOnlyReason = conv.audio_only_reason or "motion_failed"
         conv.audio_only_message = AudioOnly(conv.id, conv.next_seq(), reason, now_us())
         self._publisher.send(conv.audio_only_message)
@@ -480,11 +482,14 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         """Release frame k when the track emits the first sample of frame k's audio."""
         info = conv.motion_info
         if conv.audio_only_reason is not None or info is None:
-            # A failure reported before the start was already announced by _start_conversation.
             if conv.audio_only_reason is None:
                 await self._wait_motion_info(conv)
                 info = conv.motion_info
             if info is None or conv.audio_only_reason is not None:
+                # The source may have failed after _start_conversation and before this task
+                # first ran; announce it then (once: a failure before the start already was).
+                if conv.audio_only_reason is not None:
+                    self._send_audio_only(conv)
                 return
         samples_per_frame = self.sample_rate / info.fps
         stall = self._settings.motion.stall_timeout_ms / 1000
