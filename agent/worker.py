@@ -19,6 +19,12 @@ logger = logging.getLogger("avatar_relay.worker")
 
 EMPTY_ROOM_GRACE_S = 5.0
 """How long the relay stays after the last human participant left (they may reconnect)."""
+DRAIN_TIMEOUT_S = 2
+"""On SIGTERM, how long jobs may end on their own before they are shut down.
+
+livekit-agents waits an hour by default, but a relay job lasts until its room empties; after
+this the jobs are closed, which ends the conversation playing with an Interrupt message.
+"""
 
 
 def motion_source_from_settings(settings: Settings, name: str | None = None) -> MotionSource:
@@ -63,16 +69,37 @@ async def run_relay_job(ctx: JobContext) -> None:
     await relay.start()
     control.register()
 
+    closed = False
+
     async def _shutdown() -> None:
+        nonlocal closed
+        if closed:
+            return
+        closed = True
         await control.aclose()
         source = relay.motion_source
         await relay.aclose()
         await source.aclose()
         logger.info("relay job ended", extra={"room": room.name})
 
-    ctx.add_shutdown_callback(_shutdown)
+    ctx.proc.userdata[(_CLOSE_RELAY, ctx.job.id)] = _shutdown
+    ctx.add_shutdown_callback(_shutdown)  # in case the session-end hook did not run
     _shutdown_when_empty(ctx, room)
     logger.info("relay job started", extra={"room": room.name})
+
+
+_CLOSE_RELAY = "avatar-relay.close"
+
+
+async def _end_session(ctx: JobContext) -> None:
+    """Close the relay while the room is still connected.
+
+    livekit-agents leaves the room before it runs shutdown callbacks, too late for the
+    playing conversation's Interrupt message; the session-end hook runs before that.
+    """
+    close = ctx.proc.userdata.pop((_CLOSE_RELAY, ctx.job.id), None)
+    if close is not None:
+        await close()
 
 
 def _humans(room: rtc.Room) -> list[rtc.RemoteParticipant]:
@@ -109,10 +136,11 @@ def build_server(settings: Settings) -> AgentServer:
     server = AgentServer(
         setup_fnc=_prewarm,
         load_threshold=settings.agent.load_threshold,
+        drain_timeout=DRAIN_TIMEOUT_S,
         host=settings.agent.http_host,
         port=settings.agent.http_port,
         prometheus_port=settings.agent.metrics_port,
         prometheus_multiproc_dir=metrics_dir if settings.agent.metrics_port is not None else None,
     )
-    server.rtc_session(run_relay_job, agent_name=settings.agent.name)
+    server.rtc_session(run_relay_job, agent_name=settings.agent.name, on_session_end=_end_session)
     return server
