@@ -183,6 +183,8 @@ const api = {
   /** Base64 WAV, for callers that cannot pass bytes (tests, benchmarks). */
   sendWavBase64: (b64) => sendWav(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))),
   resetSync: () => syncMeter && syncMeter.reset(),
+  /** Every marker-vs-onset offset (ms, presented - heard) measured since resetSync(). */
+  syncOffsets: () => (syncMeter ? [...syncMeter.offsets] : []),
   async repeatMe(seconds = REPEAT_SECONDS) {
     const wav = await recordMicrophoneWav(audioContext, seconds, {
       onLevel: (f) => setStatus(`recording… ${Math.round(f * seconds)} / ${seconds} s`),

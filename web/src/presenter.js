@@ -1,10 +1,11 @@
 // The display loop: on every animation frame, asks the receiver what belongs to the audio
-// being heard now and draws it. "Now" is the display time of this frame; the playout delay
-// (jitter buffer J + output latency L, see sync/playout_clock.js) is refreshed from WebRTC
-// stats every 0.5 s. Marker frames (both eye blinks at 1, the clapperboard pattern) are
-// logged with their presentation time so sync can be measured against the heard onsets.
+// being heard now and draws it. "Now" is the requestAnimationFrame time of this frame; the
+// playout delay (sender packetization P + jitter buffer J + output latency L, see
+// sync/playout_clock.js) is refreshed from WebRTC stats every 0.5 s. Marker frames (both eye
+// blinks at 1, the clapperboard pattern) are logged with their presentation time so sync can
+// be measured against the heard onsets.
 
-import { JitterDelayEstimator, inboundAudioStats } from './sync/playout_clock.js';
+import { JitterDelayEstimator, SENDER_PACKETIZATION_MS, inboundAudioStats } from './sync/playout_clock.js';
 
 const STATS_INTERVAL_MS = 500;
 const MAX_LOG = 512;
@@ -61,7 +62,8 @@ export class Presenter {
   }
 
   playoutDelayMs() {
-    return this.jitter.currentMs + (this.player ? this.player.outputLatencyMs() : 0);
+    const output = this.player ? this.player.outputLatencyMs() : 0;
+    return SENDER_PACKETIZATION_MS + this.jitter.currentMs + output;
   }
 
   /** Draw what belongs to display time `nowMs` (a requestAnimationFrame timestamp). */

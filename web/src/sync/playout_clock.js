@@ -9,8 +9,11 @@
 //   base  = min over messages of (arrival_k - k / fps)   the emission of sample 0, seen here
 //                                                        (network delay only adds, so the
 //                                                        minimum is the least-delayed packet)
-//   start = base + J + L                                 when sample 0 is heard
+//   start = base + P + J + L                             when sample 0 is heard
 //
+//   P = the sender's packetization: a frame's data packet leaves at once, while its audio
+//       waits for the Opus encoder to fill a 20 ms packet (SENDER_PACKETIZATION_MS; the
+//       Python receiver, agent/client/sync.py, adds the same term);
 //   J = the receiver's current audio jitter-buffer delay: from getStats() "inbound-rtp" of the
 //       avatar's audio track, delta(jitterBufferDelay) / delta(jitterBufferEmittedCount)
 //       between two polls ~0.5 s apart (see JitterDelayEstimator), default 40 ms until known;
@@ -22,6 +25,7 @@
 // the animation with the audio.
 
 export const DEFAULT_JITTER_DELAY_MS = 40;
+export const SENDER_PACKETIZATION_MS = 20;
 
 export class ConversationClock {
   constructor(fps) {

@@ -3,7 +3,7 @@
 // the picture is late, negative that it is early.
 
 const MATCH_WINDOW_MS = 300;
-const MAX_KEEP = 1000;
+const MAX_KEEP = 5000;
 
 export class SyncMeter {
   constructor() {

@@ -1,0 +1,72 @@
+// The playout clock: conversation start from frame arrivals plus the playout delay, and the
+// jitter-buffer delay from cumulative getStats counters.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { ConversationClock, DEFAULT_JITTER_DELAY_MS, JitterDelayEstimator, inboundAudioStats } from '../src/sync/playout_clock.js';
+import { AvatarReceiver } from '../src/receiver.js';
+
+test('the start is the least-delayed arrival minus the frame time, plus the playout delay', () => {
+  const clock = new ConversationClock(25);
+  assert.equal(clock.startMs(80), null);
+  clock.onStart(995);
+  assert.equal(clock.startMs(80), 1075); // provisional until frames arrive
+  clock.onFrames(0, 1010); // delayed by the network
+  clock.onFrames(1, 1042);
+  clock.onFrames(2, 1081); // base 1001
+  assert.equal(clock.startMs(80), 1081 - 80 + 80);
+  assert.equal(clock.positionS(1081 + 500, 80), 0.5);
+});
+
+test('jitter-buffer delay is the delta ratio of the cumulative counters', () => {
+  const j = new JitterDelayEstimator();
+  assert.equal(j.currentMs, DEFAULT_JITTER_DELAY_MS);
+  j.update({ jitterBufferDelay: 10, jitterBufferEmittedCount: 100000 });
+  assert.equal(j.currentMs, DEFAULT_JITTER_DELAY_MS);
+  j.update({ jitterBufferDelay: 10 + 48000 * 0.06, jitterBufferEmittedCount: 148000 });
+  assert.ok(Math.abs(j.currentMs - 60) < 1e-9);
+  j.update({ jitterBufferDelay: 0, jitterBufferEmittedCount: 10 }); // counters reset: rebase
+  assert.ok(Math.abs(j.currentMs - 60) < 1e-9);
+  j.update(undefined);
+  assert.ok(Math.abs(j.currentMs - 60) < 1e-9);
+});
+
+test('inbound-rtp audio stats are found in a report', () => {
+  const report = new Map([
+    ['a', { type: 'candidate-pair' }],
+    ['b', { type: 'inbound-rtp', kind: 'audio', jitterBufferDelay: 1 }],
+  ]);
+  assert.equal(inboundAudioStats(report).jitterBufferDelay, 1);
+  assert.equal(inboundAudioStats(undefined), undefined);
+});
+
+test('the receiver presents the frame of the audio being heard, then idles after the end', () => {
+  const r = new AvatarReceiver();
+  const channels = ['jawOpen', 'headYaw'];
+  r.handle({ type: 'start', conversationId: 'c1', codec: 'arkit-u8', fps: 25, channels,
+    sampleRate: 24000, audioTransport: 'track' }, 1000);
+  const frames = [Uint8Array.of(0, 128), Uint8Array.of(255, 255), Uint8Array.of(51, 0)];
+  r.handle({ type: 'frames', conversationId: 'c1', firstFrame: 0, frames }, 1000);
+  assert.equal(r.sample(1050, 100).positionS < 0, true); // audio not heard yet
+  assert.equal(r.sample(1050, 100).weights.jawOpen, undefined);
+  const s = r.sample(1145, 100); // 45 ms into the audio: frame 1
+  assert.equal(s.frameIndex, 1);
+  assert.equal(s.weights.jawOpen, 1);
+  assert.equal(s.weights.headYaw, 1);
+  r.handle({ type: 'end', conversationId: 'c1', frameCount: 3, audioSamples: 2880 }, 1200);
+  assert.equal(r.sample(1100 + 121, 100).conversationId, null);
+  assert.equal(r.sample(1300, 100).mode, 'idle');
+});
+
+test('an interrupt for the current conversation stops it; a stale one is counted', () => {
+  const r = new AvatarReceiver();
+  r.handle({ type: 'start', conversationId: 'c1', codec: 'arkit-u8', fps: 25, channels: ['jawOpen'],
+    sampleRate: 24000, audioTransport: 'track' }, 0);
+  r.handle({ type: 'interrupt', conversationId: 'old' }, 5);
+  assert.equal(r.conversationId, 'c1');
+  r.handle({ type: 'interrupt', conversationId: 'c1' }, 10);
+  assert.equal(r.conversationId, null);
+  assert.equal(r.lastInterrupted, 'c1');
+  assert.equal(r.counts.staleMessages, 1);
+});
