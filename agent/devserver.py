@@ -190,6 +190,7 @@ class WorkerProcess:
         self._reader_atask: asyncio.Task[None] | None = None
         self._registered = asyncio.Event()
         self._lines: list[str] = []
+        self.metrics_port = int(self._env.get("AVATAR_RELAY_AGENT__METRICS_PORT") or free_port())
 
     @property
     def output(self) -> str:
@@ -204,6 +205,8 @@ class WorkerProcess:
             "AVATAR_RELAY_AGENT__HTTP_PORT": "0",
             # A busy 2-core dev machine must not make the only worker refuse its jobs.
             "AVATAR_RELAY_AGENT__LOAD_THRESHOLD": "1000",
+            # Its own metrics port, so parallel workers on one machine never collide.
+            "AVATAR_RELAY_AGENT__METRICS_PORT": str(self.metrics_port),
             "PYTHONUNBUFFERED": "1",
             **self._env,
         }

@@ -32,7 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.client import AvatarReceiver  # noqa: E402
 from agent.devserver import LiveKitEndpoint, LocalLiveKitServer, WorkerProcess  # noqa: E402
 from agent.motion import clapperboard_audio, detect_tone_onsets  # noqa: E402
-from agent.protocol import AnimationFrames, ArkitU8Codec, ConversationStart, Reassembler  # noqa: E402
+from agent.protocol import (  # noqa: E402
+    AnimationFrames,
+    ArkitU8Codec,
+    ConversationEnd,
+    ConversationStart,
+    Reassembler,
+)
 from agent.protocol.constants import ANIMATION_TOPIC, SPEAK_AUDIO_STREAM_TOPIC  # noqa: E402
 
 WAV_RATE = 24000
@@ -73,6 +79,8 @@ class Viewer:
         self._codecs: dict[str, ArkitU8Codec] = {}
         self.relay_ready = asyncio.Event()
         self.new_conversation = asyncio.Event()
+        self.conversation_ended = asyncio.Event()
+        self._markers_changed = asyncio.Event()
         self.receiver.on("relay_joined", lambda *_: self.relay_ready.set())
         room.on("data_received", self._on_data)
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +90,8 @@ class Viewer:
             return
         now = time.monotonic()
         msg = self._reassembler.push(packet.data)
+        if isinstance(msg, ConversationEnd):
+            self.conversation_ended.set()
         if isinstance(msg, ConversationStart) and msg.codec == "arkit-u8":
             self._codecs[msg.conversation_id] = ArkitU8Codec(msg.channels)
         if isinstance(msg, AnimationFrames):
@@ -105,6 +115,8 @@ class Viewer:
         async for synced in self.receiver:
             self.rec.chunk_times.append(synced.presented_at)
             self.rec.chunk_audio.append(np.frombuffer(synced.audio.data, dtype=np.int16).copy())
+            if len(self.rec.chunk_times) % 10 == 0:
+                self._markers_changed.set()
             self.rec.sample_rate = synced.audio.sample_rate
             w = synced.weights
             marker = bool(w and not synced.idle and w.get("eyeBlinkLeft", 0.0) > 0.5)
@@ -112,7 +124,21 @@ class Viewer:
                 self.rec.marker_frame_presented.append(
                     (synced.conversation_id, synced.frame_index or 0, synced.presented_at)
                 )
+                self._markers_changed.set()
             previous_marker = marker
+
+    async def wait_audio_flowing(self, chunks: int = 100) -> None:
+        """Wait until the track has delivered ``chunks`` chunks: a new AudioStream delivers
+        its first chunks in a burst, so pull times only mean "heard now" after that."""
+        while len(self.rec.chunk_times) < chunks:
+            self._markers_changed.clear()
+            await self._markers_changed.wait()
+
+    async def wait_markers(self, count: int) -> None:
+        """Wait until ``count`` marker frames have been presented."""
+        while len(self.rec.marker_frame_presented) < count:
+            self._markers_changed.clear()
+            await self._markers_changed.wait()
 
     async def aclose(self) -> None:
         if self._task:
@@ -167,6 +193,8 @@ async def run(args: argparse.Namespace) -> None:
         controller = viewers[0].room
         async with asyncio.timeout(30):
             await viewers[0].relay_ready.wait()
+            for v in viewers:
+                await v.wait_audio_flowing()
         agent_identity = viewers[0].receiver.relay_identity
         assert agent_identity is not None
         pcm = clapperboard_audio(WAV_RATE, args.seconds, period_s=PERIOD_S, offset_s=OFFSET_S)
