@@ -210,9 +210,15 @@ class DemoStack:
             if await self._relay_present(lk):
                 return
             for attempt in range(DISPATCH_ATTEMPTS):
-                dispatch = await lk.agent_dispatch.create_dispatch(
-                    api.CreateAgentDispatchRequest(agent_name=self._agent_name, room=self.room)
-                )
+                try:
+                    dispatch = await lk.agent_dispatch.create_dispatch(
+                        api.CreateAgentDispatchRequest(agent_name=self._agent_name, room=self.room)
+                    )
+                except api.TwirpError as exc:
+                    # No worker took the job (all busy): livekit-server answers with an error.
+                    logger.warning("dispatch declined", extra={"room": self.room, "err": str(exc)})
+                    await asyncio.sleep(1.0)  # the worker reports its load about once a second
+                    continue
                 logger.info("relay dispatched", extra={"room": self.room, "attempt": attempt})
                 deadline = time.monotonic() + DISPATCH_WAIT_S
                 while time.monotonic() < deadline:

@@ -129,7 +129,7 @@ async def test_interrupt_stops_audio_and_mouth(page: Page) -> None:
     await wait_for(page, f"d.lastInterrupted === {conversation_id!r}", 5)
     assert await debug(page, "d.conversationId") is None
     # What is still in the jitter buffer plays out within a few hundred ms, then silence.
-    await wait_for(page, f"d.audioEnergy < {SILENT_ENERGY} && d.jawOpen < {CLOSED_JAW}", 3)
+    await wait_for(page, f"d.audioEnergy < {SILENT_ENERGY} && d.jawOpen < {CLOSED_JAW}", 5)
     assert await peak_over(page, "d.audioEnergy", 1.0) < SILENT_ENERGY, "audio resumed"
     assert await peak_over(page, "d.jawOpen", 0.5) < CLOSED_JAW, "the mouth moved again"
     overlay = await page.inner_text("#overlay")
