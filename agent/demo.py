@@ -25,7 +25,7 @@ from typing import Final
 from aiohttp import web
 from livekit import api
 
-from .devserver import PROJECT_ROOT, LiveKitEndpoint, LocalLiveKitServer, WorkerProcess, free_port
+from .devserver import PROJECT_ROOT, LiveKitEndpoint, LocalLiveKitServer, WorkerProcess
 from .protocol.constants import ATTRIBUTE_ROLE, ROLE_RELAY
 from .settings import load_settings
 
@@ -103,15 +103,10 @@ class DemoStack:
         try:
             self._server = LocalLiveKitServer(log_dir=log_dir)
             self._endpoint = await self._server.start()
-            env = {
-                "AVATAR_RELAY_AGENT__METRICS_PORT": str(free_port()),
-                # One machine runs the browser, the server and the worker: CPU load says
-                # nothing about capacity here, and a "full" worker would ignore the dispatch.
-                "AVATAR_RELAY_AGENT__LOAD_THRESHOLD": "1.0",
-                **self._worker_env,
-            }
+            # WorkerProcess gives the worker its own metrics port and a load threshold that
+            # never refuses: on one machine, CPU load says nothing about capacity.
             self._worker = WorkerProcess(
-                self._endpoint, env=env, log_path=log_dir / "demo-worker.log"
+                self._endpoint, env=dict(self._worker_env), log_path=log_dir / "demo-worker.log"
             )
             await self._worker.start()
             await self._start_web()

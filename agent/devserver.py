@@ -151,11 +151,13 @@ class LocalLiveKitServer:
     async def aclose(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):  # it may exit on its own meanwhile
+                proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
                 await proc.wait()
         if self._workdir is not None and self._log_dir is None:
             # Keep the log readable after close only when the caller asked for a log dir.
@@ -258,7 +260,8 @@ class WorkerProcess:
         """SIGTERM, then wait for a graceful exit (jobs end with end messages)."""
         assert self._proc is not None
         if self._proc.returncode is None:
-            self._proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.terminate()
         try:
             return await asyncio.wait_for(self._proc.wait(), timeout)
         finally:
@@ -270,7 +273,8 @@ class WorkerProcess:
             try:
                 await self.terminate(timeout=15)
             except TimeoutError:
-                self._proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
                 await self._proc.wait()
         if self._reader_atask is not None:
             self._reader_atask.cancel()
