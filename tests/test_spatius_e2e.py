@@ -49,8 +49,12 @@ pytestmark = pytest.mark.e2e
 RATE = 24000
 """The relay's sample rate in these tests (the default)."""
 LOUD = 300
-START_SLACK_S = 0.15
-"""How much later than in the healthy run ConversationStart may arrive under a fault."""
+START_SLACK_S = 0.3
+"""How much later than in the healthy run ConversationStart may arrive under a fault.
+
+Audio held up by the service would cost at least the motion open timeout (2 s) or the
+connect timeout (3 s); scheduling noise on a loaded 2-core machine reached about 250 ms.
+"""
 
 
 class FakeClock:
