@@ -61,6 +61,7 @@ class MotionSettings(_Section):
     lookahead_ms: int = Field(default=100, ge=0, le=500)
     seed: int = 0
     stall_timeout_ms: int = Field(default=500, ge=50, le=10_000)
+    spatius_telemetry: bool = False
 
 
 class RelaySettings(_Section):

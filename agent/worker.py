@@ -40,7 +40,10 @@ def motion_source_from_settings(settings: Settings, name: str | None = None) -> 
         kwargs = {"lookahead_ms": settings.motion.lookahead_ms, "seed": settings.motion.seed}
     elif chosen == "spatius":
         # The service's latency is covered by holding the audio back this long.
-        kwargs = {"lookahead_ms": settings.motion.lookahead_ms}
+        kwargs = {
+            "lookahead_ms": settings.motion.lookahead_ms,
+            "telemetry": settings.motion.spatius_telemetry,
+        }
     try:
         return create_motion_source(chosen, **kwargs)
     except (MotionError, ImportError) as exc:
