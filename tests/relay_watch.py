@@ -34,11 +34,16 @@ class WatchingListener(Listener):
             self.updated.clear()
             await self.updated.wait()
 
+    def frame_messages(self, conversation_id: str) -> list[AnimationFrames]:
+        return [
+            m for m in self.of(AnimationFrames, conversation_id) if isinstance(m, AnimationFrames)
+        ]
+
     def frame_indices(self, conversation_id: str) -> list[int]:
         return [
             i
-            for m in self.of(AnimationFrames, conversation_id)
-            for i in range(m.first_frame, m.first_frame + len(m.frames))  # type: ignore[attr-defined]
+            for m in self.frame_messages(conversation_id)
+            for i in range(m.first_frame, m.first_frame + len(m.frames))
         ]
 
     def after(self, msg: Message) -> list[Message]:

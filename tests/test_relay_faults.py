@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 from relay_helpers import JoinRoom, running_relay
@@ -180,7 +180,8 @@ async def test_motion_fault_keeps_audio_and_marks_conversation_audio_only(
         assert isinstance(end, ConversationEnd)
         assert end.audio_samples == len(tone)
         assert end.frame_count == len(sent)
-        assert abs(listener.loud_seconds() - len(tone) / RATE) <= 0.1
+        # Nothing cut off; a little longer only if the loaded machine delayed some audio.
+        assert -0.1 <= listener.loud_seconds() - len(tone) / RATE <= 0.25
         # The faulty stream is closed and no motion task of the conversation lives on.
         if source.streams:
             assert source.streams[0].closed

@@ -81,10 +81,9 @@ async def test_every_participant_gets_the_same_conversation(
             start = listener.of(ConversationStart)
             assert [m.conversation_id for m in start] == [cid]  # type: ignore[union-attr]
             assert listener.frame_indices(cid) == list(range(frames))
-            payloads.append(
-                [f for m in listener.of(AnimationFrames, cid) for f in m.frames]  # type: ignore[attr-defined]
-            )
-            assert abs(listener.loud_seconds() - samples / RATE) <= 0.1
+            payloads.append([f for m in listener.frame_messages(cid) for f in m.frames])
+            # Nothing cut off; a little longer only if the loaded machine delayed some audio.
+            assert -0.1 <= listener.loud_seconds() - samples / RATE <= 0.25
         assert payloads[0] == payloads[1] == payloads[2]
         for listener in listeners:
             await listener.aclose()
@@ -143,7 +142,8 @@ async def test_participants_leaving_mid_conversation_do_not_disturb_the_others(
         assert end.frame_count == expected_frames(samples)
         assert stayer.frame_indices(cid) == list(range(end.frame_count))
         assert not stayer.of(Interrupt, cid) and not stayer.of(AudioOnly, cid)
-        assert abs(stayer.loud_seconds() - samples / RATE) <= 0.1
+        # Nothing cut off; a little longer only if the loaded machine delayed some audio.
+        assert -0.1 <= stayer.loud_seconds() - samples / RATE <= 0.25
         assert rut.relay.current_conversation_id is None
         await stayer.aclose()
 
@@ -161,7 +161,7 @@ async def test_queued_conversations_play_in_order_with_distinct_ids(
         async with asyncio.timeout(10):
             await listener.wait_for(ConversationEnd, ids[-1])
         lifecycle = [
-            (type(m).__name__, m.conversation_id)  # type: ignore[union-attr]
+            (type(m).__name__, m.conversation_id)
             for m in listener.messages
             if isinstance(m, ConversationStart | ConversationEnd)
         ]
