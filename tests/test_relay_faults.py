@@ -19,6 +19,7 @@ from relay_watch import WatchingListener, expected_frames, tone_pcm
 from agent.devserver import LiveKitEndpoint
 from agent.motion import (
     ClapperboardMotionSource,
+    MotionAudioError,
     MotionError,
     MotionFrame,
     MotionSource,
@@ -33,12 +34,12 @@ from agent.relay import RoomRelay
 pytestmark = pytest.mark.e2e
 AGENT = "relay-agent"
 RATE = 24000
-Fault = Literal["unavailable", "stall", "empty", "mid_stream"]
+Fault = Literal["unavailable", "stall", "empty", "mid_stream", "rejects_audio"]
 FRAMES_BEFORE_FAILURE = 5
 
 
 class FaultyStream(MotionStream):
-    """Opens fine, then stalls, ends empty, or dies after a few frames."""
+    """Opens fine, then stalls, ends empty, dies after a few frames, or rejects audio."""
 
     def __init__(self, fault: Fault, info: MotionStreamInfo, fail: asyncio.Event) -> None:
         self._fault = fault
@@ -52,7 +53,8 @@ class FaultyStream(MotionStream):
         return self._info
 
     def push_audio(self, pcm: bytes) -> None:
-        pass
+        if self._fault == "rejects_audio":
+            raise MotionAudioError("this stream accepts no audio")
 
     def flush(self) -> None:
         pass
@@ -75,7 +77,7 @@ class FaultyStream(MotionStream):
         if self._fault == "mid_stream":
             for i in range(FRAMES_BEFORE_FAILURE):
                 yield MotionFrame(i, bytes(len(self._info.channels)))
-        # "stall" never emits; "mid_stream" waits to be told to fail (or to be closed).
+        # "stall" and "rejects_audio" never emit; "mid_stream" waits to be told to fail.
         await self._fail.wait()
         if not self._stopped:
             raise MotionError("the motion backend went away")
@@ -140,6 +142,7 @@ async def assert_next_conversation_is_normal(relay: RoomRelay, listener: Watchin
         ("stall", "motion_stalled"),
         ("empty", "motion_empty"),
         ("mid_stream", "motion_failed"),
+        ("rejects_audio", "motion_failed"),
     ],
 )
 async def test_motion_fault_keeps_audio_and_marks_conversation_audio_only(
