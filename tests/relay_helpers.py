@@ -67,6 +67,8 @@ class Listener:
         self._reassembler = Reassembler()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reading: set[str] = set()
+        self._seen: set[tuple[str | None, int]] = set()
+        self.repeats = 0
         room.on("data_received", self._on_data)
         room.on("track_subscribed", self._on_track)
         for p in room.remote_participants.values():
@@ -78,9 +80,15 @@ class Listener:
         if packet.topic != ANIMATION_TOPIC:
             return
         msg = self._reassembler.push(packet.data)
-        if msg is not None:
-            self.messages.append(msg)
-            self._changed.set()
+        if msg is None:
+            return
+        key = (getattr(msg, "conversation_id", None), msg.seq)
+        if key[0] is not None and key in self._seen:
+            self.repeats += 1  # the relay repeats a conversation's start for late joiners
+            return
+        self._seen.add(key)
+        self.messages.append(msg)
+        self._changed.set()
 
     def _on_track(
         self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant

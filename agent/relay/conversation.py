@@ -43,6 +43,7 @@ class Conversation:
         self.motion_info: MotionStreamInfo | None = None
         self.start_message: ConversationStart | None = None
         self.audio_only_message: AudioOnly | None = None
+        self.start_sent_at = 0.0
         self.audio_only_reason: AudioOnlyReason | None = None
         self.seq = 0
         self.started = False

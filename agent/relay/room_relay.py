@@ -46,6 +46,8 @@ CHUNK_MS = 10
 """Audio is captured into the track in 10 ms chunks, WebRTC's own frame size."""
 AUDIO_DATA_CHUNK_MS = 100
 """Audio sent as data (audio transport ``data``/``both``) goes in 100 ms messages."""
+START_REPEAT_S = 1.0
+"""A playing conversation's start is repeated this often, for participants who join late."""
 IDLE_SILENCE_MS = 10
 """Silence kept queued on the track between conversations (the receivers' clock keeps going)."""
 MOTION_OPEN_TIMEOUT = 2.0
@@ -358,6 +360,8 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             # Audio as data only: the track gets silence, so its real-time queue still paces
             # the conversation and times the frames while the speech travels as messages.
             on_track = pcm if self._settings.audio.transport != "data" else np.zeros_like(pcm)
+            if time.monotonic() - conv.start_sent_at >= START_REPEAT_S:
+                self._repeat_start(conv)
             anchor = await self._out.write(on_track)
             position += len(pcm)
             self._set_anchor(anchor)
@@ -431,12 +435,23 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
         """A late joiner needs the current conversation's start (codec, channels, fps)."""
-        conv = self._current
-        if conv is None or conv.start_message is None:
+        if self._current is not None:
+            self._repeat_start(self._current, to=[participant.identity])
+
+    def _repeat_start(self, conv: Conversation, to: list[str] | None = None) -> None:
+        """Send the conversation's start (and audio-only notice) again, unchanged.
+
+        The server tells us of a joiner up to ~3 s late (it batches the arrival of
+        participants that do not publish), so the start is also repeated every second;
+        receivers ignore a start they already have (same seq).
+        """
+        if conv.start_message is None:
             return
-        self._publisher.send(conv.start_message, to=[participant.identity])
+        self._publisher.send(conv.start_message, to=to)
         if conv.audio_only_message is not None:
-            self._publisher.send(conv.audio_only_message, to=[participant.identity])
+            self._publisher.send(conv.audio_only_message, to=to)
+        if to is None:
+            conv.start_sent_at = time.monotonic()
 
     def _start_conversation(self, conv: Conversation) -> None:
         info = conv.motion_info or self._motion_source.idle_info()
@@ -453,6 +468,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             sent_at_us=now_us(),
         )
         self._publisher.send(conv.start_message)
+        conv.start_sent_at = time.monotonic()
         self.metrics.conversations.inc()
         first_input = self._first_input_at.pop(conv.id, None)
         if first_input is not None:

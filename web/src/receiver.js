@@ -37,6 +37,11 @@ export class AvatarReceiver {
     this.counts.messages += 1;
     switch (msg.type) {
       case 'start':
+        // The relay repeats a conversation's start for late joiners: keep the one we have.
+        if (this.info && this.info.id === msg.conversationId) {
+          this.counts.repeatedStarts = (this.counts.repeatedStarts || 0) + 1;
+          break;
+        }
         this.info = {
           id: msg.conversationId, codec: msg.codec, channels: msg.channels, fps: msg.fps,
           sampleRate: msg.sampleRate, transport: msg.audioTransport,

@@ -50,6 +50,9 @@ test('the receiver presents the frame of the audio being heard, then idles after
   r.handle({ type: 'frames', conversationId: 'c1', firstFrame: 0, frames }, 1000);
   assert.equal(r.sample(1050, 100).positionS < 0, true); // audio not heard yet
   assert.equal(r.sample(1050, 100).weights.jawOpen, undefined);
+  // The relay repeats the start every second for late joiners; it must not reset anything.
+  r.handle({ type: 'start', conversationId: 'c1', codec: 'arkit-u8', fps: 25, channels,
+    sampleRate: 24000, audioTransport: 'track' }, 1140);
   const s = r.sample(1145, 100); // 45 ms into the audio: frame 1
   assert.equal(s.frameIndex, 1);
   assert.equal(s.weights.jawOpen, 1);
