@@ -83,7 +83,7 @@ function onData(payload, participant, _kind, topic) {
   }
   if (msg === null) return;
   debug.messages += 1;
-  if (msg.type === 'start') {
+  if (msg.type === 'start' && !debug.conversations.some((c) => c.id === msg.conversationId)) {
     debug.conversations.push({ id: msg.conversationId, codec: msg.codec, startedAt: arrival });
     if (debug.conversations.length > 32) debug.conversations.shift();
   }
