@@ -279,3 +279,14 @@ class WorkerProcess:
         if self._reader_atask is not None:
             self._reader_atask.cancel()
             await asyncio.gather(self._reader_atask, return_exceptions=True)
+
+
+async def dispatch_relay(endpoint: LiveKitEndpoint, room: str, agent_name: str) -> str:
+    """Explicitly dispatch the relay agent into ``room``; returns the dispatch id."""
+    from livekit import api
+
+    async with api.LiveKitAPI(endpoint.http_url, endpoint.api_key, endpoint.api_secret) as lk:
+        dispatch = await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
+        )
+    return str(dispatch.id)

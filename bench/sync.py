@@ -30,7 +30,12 @@ from livekit import api, rtc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.client import AvatarReceiver  # noqa: E402
-from agent.devserver import LiveKitEndpoint, LocalLiveKitServer, WorkerProcess  # noqa: E402
+from agent.devserver import (  # noqa: E402
+    LiveKitEndpoint,
+    LocalLiveKitServer,
+    WorkerProcess,
+    dispatch_relay,
+)
 from agent.motion import clapperboard_audio, detect_tone_onsets  # noqa: E402
 from agent.protocol import (  # noqa: E402
     AnimationFrames,
@@ -186,10 +191,7 @@ async def run(args: argparse.Namespace) -> None:
             v = Viewer(room)
             await v.start()
             viewers.append(v)
-        async with api.LiveKitAPI(ep.http_url, ep.api_key, ep.api_secret) as lk:
-            await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name="avatar-relay", room=room_name)
-            )
+        await dispatch_relay(ep, room_name, "avatar-relay")
         controller = viewers[0].room
         async with asyncio.timeout(30):
             await viewers[0].relay_ready.wait()

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import LOG_DIR
-from livekit import api
 
-from agent.devserver import LiveKitEndpoint, WorkerProcess
+from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay
 from agent.motion import clapperboard_audio
 from agent.protocol.constants import SPEAK_AUDIO_STREAM_TOPIC
 
@@ -58,11 +57,7 @@ async def test_marker_frames_are_presented_with_their_bursts_at_every_receiver(
             viewer = Viewer(room)
             await viewer.start()
             viewers.append(viewer)
-        ep = livekit_server
-        async with api.LiveKitAPI(ep.http_url, ep.api_key, ep.api_secret) as lk:
-            await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name="avatar-relay", room=room_name)
-            )
+        await dispatch_relay(livekit_server, room_name, "avatar-relay")
         async with asyncio.timeout(30):
             for v in viewers:
                 await v.relay_ready.wait()

@@ -12,7 +12,7 @@ from conftest import LOG_DIR
 from livekit import api
 from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_wav
 
-from agent.devserver import LiveKitEndpoint, WorkerProcess
+from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay
 from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart
 from agent.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
 
@@ -30,10 +30,7 @@ async def worker(livekit_server: LiveKitEndpoint) -> AsyncIterator[WorkerProcess
 
 
 async def dispatch(endpoint: LiveKitEndpoint, room: str) -> None:
-    async with api.LiveKitAPI(endpoint.http_url, endpoint.api_key, endpoint.api_secret) as lk:
-        await lk.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name="avatar-relay", room=room)
-        )
+    await dispatch_relay(endpoint, room, "avatar-relay")
 
 
 async def test_dispatched_worker_speaks_wav_with_animation(

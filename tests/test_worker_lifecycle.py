@@ -15,11 +15,10 @@ import aiohttp
 import numpy as np
 import pytest
 from conftest import LOG_DIR
-from livekit import api
 from relay_helpers import CONTROLLER, JoinRoom
 from relay_watch import WatchingListener, tone_pcm
 
-from agent.devserver import LiveKitEndpoint, WorkerProcess, free_port
+from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay, free_port
 from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
 from agent.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
 
@@ -61,10 +60,7 @@ async def worker(
 
 
 async def dispatch(endpoint: LiveKitEndpoint, room: str) -> None:
-    async with api.LiveKitAPI(endpoint.http_url, endpoint.api_key, endpoint.api_secret) as lk:
-        await lk.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name="avatar-relay", room=room)
-        )
+    await dispatch_relay(endpoint, room, "avatar-relay")
 
 
 async def speak_through_worker(
