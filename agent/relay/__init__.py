@@ -3,7 +3,8 @@
 from .auth import Authorizer, UnauthorizedError
 from .control import RelayControl, speak_pcm
 from .conversation import PlaybackResult
-from .room_relay import ConversationHandle, RelayClosedError, RoomRelay
+from .handle import ConversationHandle
+from .room_relay import RelayClosedError, RoomRelay
 from .session_output import AvatarAudioOutput, AvatarRelay
 from .tts import EspeakAgentTTS, EspeakTts, Pcm, TtsError, WavError, parse_wav
 

@@ -23,8 +23,9 @@ from ..protocol.constants import (
 )
 from ..settings import Settings
 from .auth import Authorizer, UnauthorizedError
+from .handle import ConversationHandle
 from .log import ctx, logger
-from .room_relay import ConversationHandle, RoomRelay
+from .room_relay import RoomRelay
 from .tts import EspeakTts, Pcm, TtsError, WavError, parse_wav
 
 MotionFactory = Callable[[str], MotionSource]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -20,12 +19,10 @@ from livekit import rtc
 
 from ..motion.base import MotionError, MotionFrame, MotionSource, MotionStreamEnd
 from ..protocol import (
-    AnimationFrames,
     AudioData,
     AudioOnly,
     ConversationEnd,
     ConversationStart,
-    Idle,
     Interrupt,
 )
 from ..protocol.constants import (
@@ -36,10 +33,13 @@ from ..protocol.constants import (
     ROLE_RELAY,
 )
 from ..settings import Settings
-from .audio_out import EmissionAnchor, TrackAudioOut
-from .conversation import AudioOnlyReason, Conversation, Int16Array, PlaybackResult
+from .audio_out import TrackAudioOut
+from .conversation import AudioOnlyReason, Conversation, Int16Array
+from .handle import ConversationHandle
+from .idle import IdleSender
 from .log import ctx, logger
 from .metrics import RelayMetrics
+from .pacer import FramePacer
 from .publisher import MessagePublisher, now_us
 
 CHUNK_MS = 10
@@ -58,59 +58,6 @@ CLOSE_INTERRUPT_TIMEOUT = 1.0
 
 class RelayClosedError(RuntimeError):
     """The relay was closed; no more conversations can be started."""
-
-
-class ConversationHandle:
-    """What a producer (voice agent output, WAV, TTS) holds to feed one conversation."""
-
-    def __init__(self, relay: RoomRelay, conversation: Conversation) -> None:
-        self._relay = relay
-        self._conv = conversation
-        self._resampler: rtc.AudioResampler | None = None
-        self._resampler_rate = 0
-
-    @property
-    def id(self) -> str:
-        return self._conv.id
-
-    def push_pcm(self, pcm: bytes | Int16Array) -> None:
-        """PCM s16le mono at the relay's sample rate."""
-        if isinstance(pcm, bytes | bytearray | memoryview):
-            if len(pcm) % 2:
-                raise ValueError("PCM s16le needs an even number of bytes")
-            pcm = np.frombuffer(pcm, dtype=np.int16)
-        self._relay._note_input(self._conv)
-        self._conv.push(pcm)
-
-    def push_frame(self, frame: rtc.AudioFrame) -> None:
-        """Any rate and channel count; converted to the relay's mono rate."""
-        data = np.frombuffer(frame.data, dtype=np.int16)
-        if frame.num_channels > 1:
-            data = data.reshape(-1, frame.num_channels).mean(axis=1).round().astype(np.int16)
-        rate = self._relay.sample_rate
-        if frame.sample_rate == rate:
-            self.push_pcm(data)
-            return
-        if self._resampler is None or self._resampler_rate != frame.sample_rate:
-            self._resampler = rtc.AudioResampler(frame.sample_rate, rate, num_channels=1)
-            self._resampler_rate = frame.sample_rate
-        mono = rtc.AudioFrame(data.tobytes(), frame.sample_rate, 1, len(data))
-        for out in self._resampler.push(mono):
-            self.push_pcm(np.frombuffer(out.data, dtype=np.int16).copy())
-
-    def end(self) -> None:
-        """No more audio: the conversation ends after what was pushed has played."""
-        if self._resampler is not None:
-            for out in self._resampler.flush():
-                self.push_pcm(np.frombuffer(out.data, dtype=np.int16).copy())
-            self._resampler = None
-        self._conv.close_input()
-
-    def interrupt(self) -> None:
-        self._relay._interrupt(self._conv)
-
-    async def wait_for_playout(self) -> PlaybackResult:
-        return await asyncio.shield(self._conv.result)
 
 
 RelayEvent = Literal["playback_started", "playback_finished"]
@@ -137,17 +84,26 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._publisher = MessagePublisher(
             room=room, topic=settings.relay.topic, metrics=self.metrics
         )
+        self._pacer = FramePacer(
+            sample_rate=self.sample_rate,
+            stall_timeout_s=settings.motion.stall_timeout_ms / 1000,
+            publisher=self._publisher,
+            metrics=self.metrics,
+            announce_audio_only=self._send_audio_only,
+        )
+        self._idle = IdleSender(
+            publisher=self._publisher,
+            interval_s=settings.relay.idle_interval_ms / 1000,
+            motion_source=lambda: self._motion_source,
+            busy=lambda: self._current is not None or bool(self._pending),
+        )
         self._pending: deque[Conversation] = deque()
         self._pending_changed = asyncio.Event()
         self._current: Conversation | None = None
-        self._anchor: EmissionAnchor | None = None
-        self._anchor_changed = asyncio.Event()
         self._first_input_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump_atask: asyncio.Task[None] | None = None
         self._idle_atask: asyncio.Task[None] | None = None
-        self._idle_seq = 0
-        self._idle_t0 = time.monotonic()
         self._closed = False
         self._publication: rtc.LocalTrackPublication | None = None
 
@@ -178,7 +134,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         )
         self._room.on("participant_connected", self._on_participant_connected)
         self._pump_atask = asyncio.create_task(self._pump(), name="relay.pump")
-        self._idle_atask = asyncio.create_task(self._idle_loop(), name="relay.idle")
+        self._idle_atask = asyncio.create_task(self._idle.run(), name="relay.idle")
 
     async def aclose(self) -> None:
         """End every conversation (with end/interrupt messages), stop all tasks, free the track."""
@@ -218,7 +174,12 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._pending.append(conv)
         self._pending_changed.set()
         self._spawn(self._run_motion(conv), f"relay.motion.{conv.id}")
-        return ConversationHandle(self, conv)
+        return ConversationHandle(
+            conv,
+            sample_rate=self.sample_rate,
+            on_input=self._note_input,
+            on_interrupt=self._interrupt,
+        )
 
     @property
     def current_conversation_id(self) -> str | None:
@@ -336,7 +297,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         await conv.wait_motion_settled(MOTION_OPEN_TIMEOUT)
         lookahead = rate * self._lookahead_ms(conv) // 1000
         self._out.reset_position()
-        self._anchor = None
+        self._pacer.reset()
         pacer: asyncio.Task[None] | None = None
         position = 0
         data_buffer: list[Int16Array] = []
@@ -356,7 +317,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             if not conv.started:
                 conv.started = True
                 self._start_conversation(conv)
-                pacer = self._spawn(self._pace_frames(conv), f"relay.pacer.{conv.id}")
+                pacer = self._spawn(self._pacer.run(conv), f"relay.pacer.{conv.id}")
             # Audio as data only: the track gets silence, so its real-time queue still paces
             # the conversation and times the frames while the speech travels as messages.
             on_track = pcm if self._settings.audio.transport != "data" else np.zeros_like(pcm)
@@ -364,7 +325,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
                 self._repeat_start(conv)
             anchor = await self._out.write(on_track)
             position += len(pcm)
-            self._set_anchor(anchor)
+            self._pacer.set_anchor(anchor)
             self.metrics.audio_seconds.inc(len(pcm) / rate)
             if self._settings.audio.transport != "track":
                 data_buffer.append(pcm)
@@ -429,10 +390,6 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         info = conv.motion_info
         return info.lookahead_ms if info is not None and conv.audio_only_reason is None else 0
 
-    def _set_anchor(self, anchor: EmissionAnchor) -> None:
-        self._anchor = anchor
-        self._anchor_changed.set()
-
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
         """A late joiner needs the current conversation's start (codec, channels, fps)."""
         if self._current is not None:
@@ -492,105 +449,6 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
     def _send_audio_data(self, conv: Conversation, first: int, parts: list[Int16Array]) -> None:
         pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
         self._publisher.send(AudioData(conv.id, conv.next_seq(), first, pcm.tobytes(), now_us()))
-
-    # -- the pacer: frames released with their audio ----------------------------------------
-    async def _pace_frames(self, conv: Conversation) -> None:
-        """Release frame k when the track emits the first sample of frame k's audio."""
-        info = conv.motion_info
-        if conv.audio_only_reason is not None or info is None:
-            if conv.audio_only_reason is None:
-                await self._wait_motion_info(conv)
-                info = conv.motion_info
-            if info is None or conv.audio_only_reason is not None:
-                # The source may have failed after _start_conversation and before this task
-                # first ran; announce it then (once: a failure before the start already was).
-                if conv.audio_only_reason is not None:
-                    self._send_audio_only(conv)
-                return
-        samples_per_frame = self.sample_rate / info.fps
-        stall = self._settings.motion.stall_timeout_ms / 1000
-        k = 0
-        while True:
-            total = conv.received_samples if conv.input_closed else None
-            if total is not None and k * samples_per_frame >= total:
-                return  # every frame that has audio was sent
-            await self._wait_anchor()
-            due = self._due_time(k * samples_per_frame)
-            if due is not None:
-                await _sleep_until(due)
-            # Wait for the frame itself if the motion source is behind.
-            while k not in conv.frames and conv.audio_only_reason is None:
-                if conv.motion_ended and not any(i >= k for i in conv.frames):
-                    return
-                due = self._due_time(k * samples_per_frame)
-                if due is not None and time.monotonic() - due > stall:
-                    conv.mark_audio_only("motion_stalled")
-                    break
-                await conv.wait_frames_changed(0.01)
-            if conv.audio_only_reason is not None:
-                self._send_audio_only(conv)
-                return
-            # Send every frame that is due by now in one message (normally just frame k).
-            batch = [conv.frames.pop(k)]
-            now = time.monotonic()
-            while (k + len(batch)) in conv.frames:
-                nxt_due = self._due_time((k + len(batch)) * samples_per_frame)
-                if nxt_due is None or nxt_due > now:
-                    break
-                batch.append(conv.frames.pop(k + len(batch)))
-            if due is not None:
-                lag = now - due
-                self.metrics.frame_release_lag.observe(max(lag, 0.0))
-                if lag > 0.02:
-                    self.metrics.frames_late.inc(len(batch))
-            self._publisher.send(
-                AnimationFrames(conv.id, conv.next_seq(), k, tuple(batch), now_us())
-            )
-            conv.frames_sent += len(batch)
-            self.metrics.frames_sent.inc(len(batch))
-            k += len(batch)
-
-    async def _wait_motion_info(self, conv: Conversation) -> None:
-        while conv.motion_info is None and conv.audio_only_reason is None:
-            await conv.wait_frames_changed(0.05)
-
-    async def _wait_anchor(self) -> None:
-        """Frames are timed by the audio: wait until the first chunk has been captured."""
-        while self._anchor is None:
-            self._anchor_changed.clear()
-            await self._anchor_changed.wait()
-
-    def _due_time(self, position: float) -> float | None:
-        """Monotonic time at which the track emits sample ``position`` of this conversation."""
-        anchor = self._anchor
-        if anchor is None:
-            return None
-        return anchor.monotonic + (position - anchor.position) / self.sample_rate
-
-    # -- idle motion ------------------------------------------------------------------------
-    async def _idle_loop(self) -> None:
-        interval = self._settings.relay.idle_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)  # a heartbeat is periodic by nature
-            if self._current is not None or self._pending:
-                continue
-            info = self._motion_source.idle_info()
-            fps = info.fps if info else float(DEFAULT_FPS)
-            now_frame = math.floor((time.monotonic() - self._idle_t0) * fps)
-            count = max(1, round(interval * fps))
-            frames = tuple(self._motion_source.idle_frames(now_frame, count)) if info else ()
-            self._publisher.send(
-                Idle(
-                    seq=self._idle_seq,
-                    codec=info.codec if info else "none",
-                    fps=fps,
-                    channels=info.channels if info else (),
-                    first_frame=now_frame,
-                    frames=frames,
-                    sent_at_us=now_us(),
-                )
-            )
-            self._idle_seq += 1
 
     async def speak_frames(self, frames: AsyncIterator[rtc.AudioFrame]) -> ConversationHandle:
         """Feed a whole utterance from an async iterator of audio frames (TTS, files)."""

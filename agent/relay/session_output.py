@@ -22,8 +22,9 @@ from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 from ..motion.base import MotionSource
 from ..settings import Settings, load_settings
 from .control import MotionFactory, RelayControl
+from .handle import ConversationHandle
 from .log import ctx, logger
-from .room_relay import ConversationHandle, RoomRelay
+from .room_relay import RoomRelay
 
 
 class AvatarAudioOutput(AudioOutput):
