@@ -4,7 +4,7 @@ from .auth import Authorizer, UnauthorizedError
 from .control import RelayControl, speak_pcm
 from .conversation import PlaybackResult
 from .handle import ConversationHandle
-from .room_relay import RelayClosedError, RoomRelay
+from .room_relay import RelayBusyError, RelayClosedError, RoomRelay
 from .session_output import AvatarAudioOutput, AvatarRelay
 from .tts import EspeakAgentTTS, EspeakTts, Pcm, TtsError, WavError, parse_wav
 
@@ -17,6 +17,7 @@ __all__ = [
     "EspeakTts",
     "Pcm",
     "PlaybackResult",
+    "RelayBusyError",
     "RelayClosedError",
     "RelayControl",
     "RoomRelay",

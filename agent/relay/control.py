@@ -25,17 +25,25 @@ from ..settings import Settings
 from .auth import Authorizer, UnauthorizedError
 from .handle import ConversationHandle
 from .log import ctx, logger
-from .room_relay import RoomRelay
+from .room_relay import RelayBusyError, RelayClosedError, RoomRelay
 from .tts import EspeakTts, Pcm, TtsError, WavError, parse_wav
 
 MotionFactory = Callable[[str], MotionSource]
 
 
+SPEAK_PIECE_S = 0.5
+"""Complete audio is fed to a conversation in pieces this long, yielding in between, so a
+long WAV never holds the event loop (and the audio of what is playing) for long."""
+
+
 async def speak_pcm(relay: RoomRelay, pcm: Pcm) -> ConversationHandle:
     """Queue one utterance of complete audio as a conversation."""
     handle = await relay.open_conversation()
-    frame = rtc.AudioFrame(pcm.samples.tobytes(), pcm.sample_rate, 1, len(pcm.samples))
-    handle.push_frame(frame)
+    piece = int(pcm.sample_rate * SPEAK_PIECE_S)
+    for start in range(0, len(pcm.samples), piece):
+        part = pcm.samples[start : start + piece]
+        handle.push_frame(rtc.AudioFrame(part.tobytes(), pcm.sample_rate, 1, len(part)))
+        await asyncio.sleep(0)  # let the pump and the pacer run between pieces
     handle.end()
     return handle
 
@@ -113,7 +121,10 @@ class RelayControl:
         except TtsError as exc:
             logger.error("tts failed", extra=ctx(self._room.name, error=str(exc)))
             raise rtc.RpcError(RPC_ERROR_UNAVAILABLE, f"text-to-speech failed: {exc}") from exc
-        handle = await speak_pcm(self._relay, pcm)
+        try:
+            handle = await speak_pcm(self._relay, pcm)
+        except (RelayBusyError, RelayClosedError) as exc:
+            raise rtc.RpcError(RPC_ERROR_UNAVAILABLE, str(exc)) from exc
         logger.info(
             "speaking text", extra=ctx(self._room.name, handle.id, caller=data.caller_identity)
         )
@@ -130,9 +141,7 @@ class RelayControl:
             source = self._motion_factory(name)
         except ValueError as exc:
             raise self._bad_request(RPC_SET_MOTION_SOURCE, data.caller_identity, str(exc)) from exc
-        old = self._relay.set_motion_source(source)
-        if old is not source:
-            await old.aclose()
+        self._relay.set_motion_source(source)
         logger.info("motion source switched", extra=ctx(self._room.name, source=name))
         return name
 
@@ -145,11 +154,18 @@ class RelayControl:
         task.add_done_callback(self._tasks.discard)
 
     async def _receive_speak_audio(self, reader: rtc.ByteStreamReader, identity: str) -> None:
+        try:
+            await self._speak_audio_stream(reader, identity)
+        finally:
+            # A reader left open keeps buffering whatever the sender still sends.
+            reader.close()
+
+    async def _speak_audio_stream(self, reader: rtc.ByteStreamReader, identity: str) -> None:
         method = SPEAK_AUDIO_STREAM_TOPIC
         try:
             await self._authorize(method, identity)
         except rtc.RpcError:
-            return  # refused and logged; the stream is left unread
+            return  # refused and logged
         limit = self._settings.relay.max_speak_audio_bytes
         declared = reader.info.size or 0
         if declared > limit:
@@ -172,5 +188,9 @@ class RelayControl:
         except WavError as exc:
             self._bad_request(method, identity, str(exc))
             return
-        handle = await speak_pcm(self._relay, pcm)
+        try:
+            handle = await speak_pcm(self._relay, pcm)
+        except (RelayBusyError, RelayClosedError) as exc:
+            self._bad_request(method, identity, str(exc))
+            return
         logger.info("speaking audio", extra=ctx(self._room.name, handle.id, caller=identity))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -13,6 +14,7 @@ import numpy.typing as npt
 
 from ..motion.base import MotionStream, MotionStreamInfo
 from ..protocol import AudioOnly, ConversationStart
+from .log import ctx, logger
 
 Int16Array = npt.NDArray[np.int16]
 
@@ -53,6 +55,11 @@ class Conversation:
         self.frames: dict[int, bytes] = {}
         self.motion_ended = False
         self.frames_sent = 0
+        self.played_seconds = 0.0
+        """How much was heard when it was interrupted (set at the interrupt)."""
+        self.first_input_at: float | None = None
+        """Monotonic time of the first audio pushed (for the first-audio latency metric)."""
+        self.pacer_task: asyncio.Task[None] | None = None
         self._chunks: deque[Int16Array] = deque()
         self._motion_backlog: list[Int16Array] = []
         self._changed = asyncio.Event()
@@ -71,6 +78,8 @@ class Conversation:
         """Append conversation audio (int16 mono at the relay's rate) and feed the motion source."""
         if self.input_closed or self.interrupted or len(pcm) == 0:
             return
+        if self.first_input_at is None:
+            self.first_input_at = time.monotonic()
         self._chunks.append(pcm)
         self.received_samples += len(pcm)
         self._feed_motion(pcm)
@@ -131,8 +140,9 @@ class Conversation:
             return
         try:
             self.motion.push_audio(pcm.tobytes())
-        except Exception:
+        except Exception as exc:
             # Motion never costs audio: the conversation goes on without animation.
+            logger.warning("motion source refused audio", extra=ctx("", self.id, error=repr(exc)))
             self.mark_audio_only("motion_failed")
 
     async def wait_motion_settled(self, timeout: float) -> None:
@@ -157,7 +167,8 @@ class Conversation:
         if self.motion is not None and self.audio_only_reason is None:
             try:
                 self.motion.flush()
-            except Exception:
+            except Exception as exc:
+                logger.warning("motion flush failed", extra=ctx("", self.id, error=repr(exc)))
                 self.mark_audio_only("motion_failed")
 
     def add_frame(self, index: int, payload: bytes) -> None:

@@ -19,12 +19,10 @@ class ConversationHandle:
         conversation: Conversation,
         *,
         sample_rate: int,
-        on_input: Callable[[Conversation], None],
         on_interrupt: Callable[[Conversation], None],
     ) -> None:
         self._conv = conversation
         self._rate = sample_rate
-        self._on_input = on_input
         self._on_interrupt = on_interrupt
         self._resampler: rtc.AudioResampler | None = None
         self._resampler_rate = 0
@@ -39,7 +37,6 @@ class ConversationHandle:
             if len(pcm) % 2:
                 raise ValueError("PCM s16le needs an even number of bytes")
             pcm = np.frombuffer(pcm, dtype=np.int16)
-        self._on_input(self._conv)
         self._conv.push(pcm)
 
     def push_frame(self, frame: rtc.AudioFrame) -> None:

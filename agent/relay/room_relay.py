@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import Awaitable, Coroutine
+from typing import Any, Literal
 
 import numpy as np
 from livekit import rtc
 
-from ..motion.base import MotionError, MotionFrame, MotionSource, MotionStreamEnd
+from ..motion.base import MotionFrame, MotionSource, MotionStream, MotionStreamEnd
 from ..protocol import (
     AudioData,
     AudioOnly,
@@ -54,10 +54,16 @@ MOTION_OPEN_TIMEOUT = 2.0
 """A motion source that cannot open a stream this fast leaves the conversation audio-only."""
 CLOSE_INTERRUPT_TIMEOUT = 1.0
 """How long aclose() lets the playing conversation end with its Interrupt message."""
+MAX_PENDING_CONVERSATIONS = 32
+"""Conversations queued behind the playing one; more are refused (RelayBusyError)."""
 
 
 class RelayClosedError(RuntimeError):
     """The relay was closed; no more conversations can be started."""
+
+
+class RelayBusyError(RuntimeError):
+    """Too many conversations are queued; try again when some have played."""
 
 
 RelayEvent = Literal["playback_started", "playback_finished"]
@@ -100,7 +106,6 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._pending: deque[Conversation] = deque()
         self._pending_changed = asyncio.Event()
         self._current: Conversation | None = None
-        self._first_input_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump_atask: asyncio.Task[None] | None = None
         self._idle_atask: asyncio.Task[None] | None = None
@@ -117,9 +122,21 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         return self._motion_source
 
     def set_motion_source(self, source: MotionSource) -> MotionSource:
-        """Use ``source`` from the next conversation on; returns the previous source."""
+        """Use ``source`` from the next conversation on; returns the previous source.
+
+        Conversations already playing or queued keep the streams they opened; the previous
+        source is closed once they have all finished.
+        """
         old, self._motion_source = self._motion_source, source
+        if old is not source:
+            users = [c for c in (self._current, *self._pending) if c is not None]
+            self._spawn(self._retire_source(old, users), f"relay.retire-source.{old.name}")
         return old
+
+    async def _retire_source(self, source: MotionSource, users: list[Conversation]) -> None:
+        if users:
+            await asyncio.gather(*(asyncio.shield(c.result) for c in users))
+        await source.aclose()
 
     async def start(self) -> None:
         """Publish the avatar's track, announce the relay role, start pacing and idle motion."""
@@ -134,7 +151,8 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         )
         self._room.on("participant_connected", self._on_participant_connected)
         self._pump_atask = asyncio.create_task(self._pump(), name="relay.pump")
-        self._idle_atask = asyncio.create_task(self._idle.run(), name="relay.idle")
+        self._pump_atask.add_done_callback(self._on_pump_done)
+        self._idle_atask = self._spawn(self._idle.run(), "relay.idle")
 
     async def aclose(self) -> None:
         """End every conversation (with end/interrupt messages), stop all tasks, free the track."""
@@ -147,39 +165,63 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             # Let the pump end it as any interrupt, so participants get the Interrupt message.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(playing.result), CLOSE_INTERRUPT_TIMEOUT)
-        tasks = [t for t in (self._pump_atask, self._idle_atask) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._tasks:
-            for t in list(self._tasks):
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._room.off("participant_connected", self._on_participant_connected)
+        await _cancel_and_wait(self._pump_atask, *self._tasks)
         await self._publisher.aclose()
+        await self._unpublish()
         await self._out.aclose()
 
-    def _spawn(self, coro: asyncio.Future[None] | object, name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        task.set_name(name)
+    async def _unpublish(self) -> None:
+        """Leave the room as we found it, so no receiver picks up a dead relay track."""
+        lp = self._room.local_participant
+        if not self._room.isconnected():
+            return
+        try:
+            if self._publication is not None:
+                await lp.unpublish_track(self._publication.sid)
+            await lp.set_attributes({ATTRIBUTE_ROLE: "", ATTRIBUTE_AUDIO_TRACK: ""})
+        except Exception as exc:  # the room may be closing under us; nothing left to undo
+            logger.debug("relay track not unpublished", extra=ctx(self.room_name, error=repr(exc)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run an owned background task whose failure is logged, never lost."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._on_task_done)
         return task
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "relay task failed",
+                exc_info=task.exception(),
+                extra=ctx(self.room_name, task=task.get_name()),
+            )
+
+    def _on_pump_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        # The pump only ends by failing: finish every conversation so nobody waits forever.
+        logger.error("relay pump stopped", exc_info=task.exception(), extra=ctx(self.room_name))
+        self._closed = True
+        for conv in [self._current, *self._pending]:
+            if conv is not None:
+                conv.interrupt()
+                conv.finish(conv.played_seconds)
 
     # -- producer API -----------------------------------------------------------------------
     async def open_conversation(self) -> ConversationHandle:
         """Start a conversation; it plays after the ones already queued."""
         if self._closed:
             raise RelayClosedError("the relay is closed")
+        if len(self._pending) >= MAX_PENDING_CONVERSATIONS:
+            raise RelayBusyError(f"{len(self._pending)} conversations are already queued")
         conv = Conversation(sample_rate=self.sample_rate)
         self._pending.append(conv)
         self._pending_changed.set()
         self._spawn(self._run_motion(conv), f"relay.motion.{conv.id}")
-        return ConversationHandle(
-            conv,
-            sample_rate=self.sample_rate,
-            on_input=self._note_input,
-            on_interrupt=self._interrupt,
-        )
+        return ConversationHandle(conv, sample_rate=self.sample_rate, on_interrupt=self._interrupt)
 
     @property
     def current_conversation_id(self) -> str | None:
@@ -205,16 +247,16 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
     def _interrupt(self, conv: Conversation) -> None:
         if conv.interrupted or conv.result.done():
             return
+        if conv is self._current and conv.started:
+            # What has left the queue is what was played; the rest is dropped right now.
+            conv.played_seconds = max(self._out.anchor().position, 0) / self.sample_rate
         conv.interrupt()
         if conv in self._pending:
             self._pending.remove(conv)
             conv.finish(0.0)
-            self._spawn(self._close_motion(conv, interrupt=True), f"relay.motion-close.{conv.id}")
+            self._spawn(self._close_motion(conv), f"relay.motion-close.{conv.id}")
         elif conv is self._current:
             self._out.clear()
-
-    def _note_input(self, conv: Conversation) -> None:
-        self._first_input_at.setdefault(conv.id, time.monotonic())
 
     # -- motion -----------------------------------------------------------------------------
     async def _run_motion(self, conv: Conversation) -> None:
@@ -223,7 +265,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             stream = await asyncio.wait_for(
                 self._motion_source.open_stream(conv.id, self.sample_rate), MOTION_OPEN_TIMEOUT
             )
-        except (MotionError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # any failure of the source leaves the audio untouched
             logger.warning(
                 "motion source unavailable", extra=ctx(self.room_name, conv.id, error=repr(exc))
             )
@@ -231,8 +273,8 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             conv.end_motion()
             return
         if conv.interrupted:
-            await stream.interrupt()
-            await stream.aclose()
+            await _close_stream(stream, self.room_name, conv.id)
+            conv.end_motion()
             return
         conv.attach_motion(stream)
         try:
@@ -253,42 +295,48 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             conv.mark_audio_only("motion_failed")
         finally:
             conv.end_motion()
-            await stream.aclose()
+            await _close_stream(stream, self.room_name, conv.id, interrupt=False)
 
-    async def _close_motion(self, conv: Conversation, *, interrupt: bool) -> None:
-        if conv.motion is not None:
-            with contextlib.suppress(Exception):
-                if interrupt:
-                    await conv.motion.interrupt()
+    async def _close_motion(self, conv: Conversation) -> None:
+        """Stop a conversation's motion stream early (interrupted, stalled, or done)."""
+        if conv.motion is not None and not conv.motion_ended:
+            await _close_stream(conv.motion, self.room_name, conv.id)
 
     # -- the pump: conversations into the audio track ---------------------------------------
     async def _pump(self) -> None:
         while True:
-            while not self._pending:
-                self._pending_changed.clear()
-                # Idle: keep ~10-20 ms of silence queued until a conversation arrives.
-                low_water = IDLE_SILENCE_MS / 1000
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._pending_changed.wait(),
-                        max(self._out.queued_seconds() - low_water, 0.0),
-                    )
-                if not self._pending:
-                    await self._out.write_silence_when_low(
-                        self.sample_rate * CHUNK_MS // 1000, low_water
-                    )
+            await self._idle_until_pending()
             conv = self._pending.popleft()
             self._current = conv
             try:
                 await self._play(conv)
             except asyncio.CancelledError:
-                conv.finish(self._out.anchor().position / self.sample_rate)
+                conv.finish(conv.played_seconds)
                 raise
             except Exception:
                 logger.exception("conversation failed", extra=ctx(self.room_name, conv.id))
-                conv.finish(self._out.anchor().position / self.sample_rate)
+                await self._abort(conv)
             finally:
                 self._current = None
+
+    async def _idle_until_pending(self) -> None:
+        """Keep ~10-20 ms of silence queued on the track until a conversation arrives."""
+        low_water = IDLE_SILENCE_MS / 1000
+        chunk = self.sample_rate * CHUNK_MS // 1000
+        while not self._pending:
+            self._pending_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._pending_changed.wait(),
+                    max(self._out.queued_seconds() - low_water, 0.0),
+                )
+            if not self._pending:
+                try:
+                    await self._out.write_silence_when_low(chunk, low_water)
+                except Exception as exc:  # an idle track hiccup must not stop the relay
+                    logger.warning(
+                        "idle silence not captured", extra=ctx(self.room_name, error=repr(exc))
+                    )
 
     async def _play(self, conv: Conversation) -> None:
         rate = self.sample_rate
@@ -296,94 +344,83 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         # The audio waits exactly the lookahead the motion source declares (none if audio-only).
         await conv.wait_motion_settled(MOTION_OPEN_TIMEOUT)
         lookahead = rate * self._lookahead_ms(conv) // 1000
-        self._out.reset_position()
         self._pacer.reset()
-        pacer: asyncio.Task[None] | None = None
         position = 0
-        data_buffer: list[Int16Array] = []
-        data_first_sample = 0
+        data = _AudioDataBatcher(rate) if self._settings.audio.transport != "track" else None
         while not conv.interrupted:
-            # Hold audio back until the motion source has seen `lookahead` beyond it.
-            need = position + chunk + lookahead
+            # Hold audio back until the motion source has seen `lookahead` beyond it; once
+            # playing, never let the track run dry for it (late frames are the pacer's job).
             timeout = None if not conv.started else max(self._out.queued_seconds() - 0.015, 0)
-            if not await conv.wait_for_input(need, timeout):
-                # The producer is slower than real time: keep the timeline continuous.
-                conv.pad_silence(need - conv.received_samples)
+            if not await conv.wait_for_input(position + chunk + lookahead, timeout):
+                if conv.received_samples < position + chunk:
+                    # The producer is slower than real time: keep the timeline continuous.
+                    conv.pad_silence(position + chunk - conv.received_samples)
             if conv.interrupted:
                 break
             pcm = conv.take(chunk)
             if len(pcm) == 0:
                 break
             if not conv.started:
-                conv.started = True
+                # Positions count from the conversation's first sample, idle silence excluded.
+                self._out.reset_position()
                 self._start_conversation(conv)
-                pacer = self._spawn(self._pacer.run(conv), f"relay.pacer.{conv.id}")
+                conv.pacer_task = self._spawn(self._pacer.run(conv), f"relay.pacer.{conv.id}")
+            elif time.monotonic() - conv.start_sent_at >= START_REPEAT_S:
+                self._repeat_start(conv)
             # Audio as data only: the track gets silence, so its real-time queue still paces
             # the conversation and times the frames while the speech travels as messages.
             on_track = pcm if self._settings.audio.transport != "data" else np.zeros_like(pcm)
-            if time.monotonic() - conv.start_sent_at >= START_REPEAT_S:
-                self._repeat_start(conv)
             anchor = await self._out.write(on_track)
             position += len(pcm)
             self._pacer.set_anchor(anchor)
             self.metrics.audio_seconds.inc(len(pcm) / rate)
-            if self._settings.audio.transport != "track":
-                data_buffer.append(pcm)
-                buffered = sum(len(p) for p in data_buffer)
-                if buffered >= rate * AUDIO_DATA_CHUNK_MS // 1000:
-                    self._send_audio_data(conv, data_first_sample, data_buffer)
-                    data_first_sample += buffered
-                    data_buffer = []
-        if data_buffer and not conv.interrupted:
-            self._send_audio_data(conv, data_first_sample, data_buffer)
+            if data is not None and (batch := data.add(pcm)) is not None:
+                self._send_audio_data(conv, *batch)
         if not conv.started:  # interrupted or empty before any audio played
             conv.finish(0.0)
-            await self._close_motion(conv, interrupt=True)
+            await self._close_motion(conv)
             return
+        if data is not None and not conv.interrupted and (batch := data.flush()) is not None:
+            self._send_audio_data(conv, *batch)
+        if not conv.interrupted:
+            await self._wait_pacer_or_interrupt(conv)
+        if not conv.interrupted:
+            self._publisher.send(
+                ConversationEnd(conv.id, conv.next_seq(), conv.frames_sent, position, now_us())
+            )
+            await self._close_motion(conv)  # a source that never ends must not linger
+            await self._wait_playout_or_interrupt(conv)
         if conv.interrupted:
-            played = self._out.anchor().position / rate
-            self._out.clear()
-            if pacer is not None:
-                pacer.cancel()
-            self._publisher.send(Interrupt(conv.id, conv.next_seq(), now_us()))
-            self.metrics.conversations_interrupted.inc()
-            await self._close_motion(conv, interrupt=True)
-            logger.info("conversation interrupted", extra=ctx(self.room_name, conv.id))
-            conv.finish(played)
-            self.emit("playback_finished", conv.result.result())
+            await self._abort(conv)
             return
-        if pacer is not None:
-            await pacer
-        self._publisher.send(
-            ConversationEnd(conv.id, conv.next_seq(), conv.frames_sent, position, now_us())
-        )
-        if conv.audio_only_reason is not None and not conv.motion_ended:
-            # A stalled source would hold its stream and motion task forever.
-            await self._close_motion(conv, interrupt=True)
-        await self._wait_playout_or_interrupt(conv)
-        if conv.interrupted:  # cut short while its last audio was still queued
-            played = self._out.anchor().position / rate
-            self._publisher.send(Interrupt(conv.id, conv.next_seq(), now_us()))
-            self.metrics.conversations_interrupted.inc()
-        else:
-            played = position / rate
         logger.info(
             "conversation ended",
             extra=ctx(self.room_name, conv.id, frames=conv.frames_sent, samples=position),
         )
-        conv.finish(played)
+        conv.finish(position / rate)
         self.emit("playback_finished", conv.result.result())
 
+    async def _abort(self, conv: Conversation) -> None:
+        """End a conversation early: drop its audio, stop its frames, tell everyone."""
+        if not conv.interrupted:  # failed rather than interrupted: account for it the same way
+            self._interrupt(conv)
+        self._out.clear()
+        await _cancel_and_wait(conv.pacer_task)
+        if conv.started:
+            self._publisher.send(Interrupt(conv.id, conv.next_seq(), now_us()))
+            self.metrics.conversations_interrupted.inc()
+        await self._close_motion(conv)
+        logger.info("conversation interrupted", extra=ctx(self.room_name, conv.id))
+        conv.finish(conv.played_seconds)
+        if conv.started:
+            self.emit("playback_finished", conv.result.result())
+
+    async def _wait_pacer_or_interrupt(self, conv: Conversation) -> None:
+        if conv.pacer_task is not None:
+            await _first_of(conv.pacer_task, conv.wait_interrupted())
+
     async def _wait_playout_or_interrupt(self, conv: Conversation) -> None:
-        playout = asyncio.ensure_future(self._out.wait_for_playout())
-        interrupted = asyncio.ensure_future(conv.wait_interrupted())
-        try:
-            await asyncio.wait([playout, interrupted], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in (playout, interrupted):
-                fut.cancel()
-        if conv.interrupted:
-            self._out.clear()
+        await _first_of(self._out.wait_for_playout(), conv.wait_interrupted())
 
     @staticmethod
     def _lookahead_ms(conv: Conversation) -> int:
@@ -412,6 +449,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
 
     def _start_conversation(self, conv: Conversation) -> None:
         info = conv.motion_info or self._motion_source.idle_info()
+        conv.started = True
         conv.start_message = ConversationStart(
             conversation_id=conv.id,
             seq=conv.next_seq(),
@@ -427,9 +465,8 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._publisher.send(conv.start_message)
         conv.start_sent_at = time.monotonic()
         self.metrics.conversations.inc()
-        first_input = self._first_input_at.pop(conv.id, None)
-        if first_input is not None:
-            self.metrics.first_audio_latency.observe(time.monotonic() - first_input)
+        if conv.first_input_at is not None:
+            self.metrics.first_audio_latency.observe(time.monotonic() - conv.first_input_at)
         logger.info("conversation started", extra=ctx(self.room_name, conv.id))
         self.emit("playback_started", conv.id)
         if conv.audio_only_reason is not None:
@@ -446,26 +483,62 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             "conversation is audio-only", extra=ctx(self.room_name, conv.id, reason=reason)
         )
 
-    def _send_audio_data(self, conv: Conversation, first: int, parts: list[Int16Array]) -> None:
-        pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    def _send_audio_data(self, conv: Conversation, first: int, pcm: Int16Array) -> None:
         self._publisher.send(AudioData(conv.id, conv.next_seq(), first, pcm.tobytes(), now_us()))
 
-    async def speak_frames(self, frames: AsyncIterator[rtc.AudioFrame]) -> ConversationHandle:
-        """Feed a whole utterance from an async iterator of audio frames (TTS, files)."""
-        handle = await self.open_conversation()
 
-        async def _feed() -> None:
-            try:
-                async for frame in frames:
-                    handle.push_frame(frame)
-            finally:
-                handle.end()
+class _AudioDataBatcher:
+    """Groups 10 ms chunks into the 100 ms AudioData messages of audio transport data/both."""
 
-        self._spawn(_feed(), f"relay.feed.{handle.id}")
-        return handle
+    def __init__(self, sample_rate: int) -> None:
+        self._size = sample_rate * AUDIO_DATA_CHUNK_MS // 1000
+        self._parts: list[Int16Array] = []
+        self._buffered = 0
+        self._first = 0
+
+    def add(self, pcm: Int16Array) -> tuple[int, Int16Array] | None:
+        self._parts.append(pcm)
+        self._buffered += len(pcm)
+        return self.flush() if self._buffered >= self._size else None
+
+    def flush(self) -> tuple[int, Int16Array] | None:
+        if not self._parts:
+            return None
+        batch = (self._first, np.concatenate(self._parts))
+        self._first += self._buffered
+        self._parts, self._buffered = [], 0
+        return batch
 
 
-async def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
+async def _first_of(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of several awaitables is done; cancel and reap the others."""
+    futures = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # A task passed in by its owner stays the owner's; only our own wrappers are reaped.
+        own = [f for f, a in zip(futures, awaitables, strict=True) if f is not a]
+        await _cancel_and_wait(*own)
+
+
+async def _cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
+    """Cancel tasks and wait until they have finished (the one shutdown path)."""
+    pending = [t for t in tasks if t is not None and not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _close_stream(
+    stream: MotionStream, room: str, conversation_id: str, *, interrupt: bool = True
+) -> None:
+    """Interrupt (if asked) and close a motion stream, logging what goes wrong."""
+    try:
+        if interrupt:
+            await stream.interrupt()
+        await stream.aclose()
+    except Exception as exc:
+        logger.warning(
+            "motion stream did not close cleanly", extra=ctx(room, conversation_id, error=repr(exc))
+        )

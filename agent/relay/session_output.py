@@ -24,7 +24,7 @@ from ..settings import Settings, load_settings
 from .control import MotionFactory, RelayControl
 from .handle import ConversationHandle
 from .log import ctx, logger
-from .room_relay import RoomRelay
+from .room_relay import RelayBusyError, RelayClosedError, RoomRelay
 
 
 class AvatarAudioOutput(AudioOutput):
@@ -43,9 +43,15 @@ class AvatarAudioOutput(AudioOutput):
         relay.on("playback_started", self._on_relay_started)
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
         if self._handle is None:
-            handle = await self._relay.open_conversation()
+            try:
+                handle = await self._relay.open_conversation()
+            except (RelayBusyError, RelayClosedError) as exc:
+                # Counting a segment we cannot play would leave wait_for_playout() hanging.
+                logger.warning(
+                    "agent audio dropped", extra=ctx(self._relay.room_name, error=str(exc))
+                )
+                return
             self._handle = handle
             self._open.add(handle.id)
             task = asyncio.create_task(
@@ -53,6 +59,7 @@ class AvatarAudioOutput(AudioOutput):
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        await super().capture_frame(frame)
         self._handle.push_frame(frame)
 
     def flush(self) -> None:
@@ -81,9 +88,14 @@ class AvatarAudioOutput(AudioOutput):
         )
 
     async def aclose(self) -> None:
+        """Interrupt what plays, report its playback_finished, and detach from the relay."""
         self.clear_buffer()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+            _, late = await asyncio.wait(self._tasks, timeout=5)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._relay.off("playback_started", self._on_relay_started)
 
 
 class AvatarRelay:
