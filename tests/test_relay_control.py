@@ -17,7 +17,7 @@ from relay_helpers import (
 )
 
 from agent.devserver import LiveKitEndpoint
-from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
+from agent.protocol import AnimationFrames, AudioOnly, ConversationEnd, ConversationStart, Interrupt
 from agent.protocol.constants import (
     RPC_ERROR_BAD_REQUEST,
     RPC_ERROR_UNAUTHORIZED,
@@ -176,4 +176,39 @@ async def test_switch_to_clapperboard_changes_codec_of_next_conversation(
             await listener.wait_for(ConversationEnd, cid)
         assert isinstance(start, ConversationStart)
         assert listener.frame_count(cid) > 0
+        await listener.aclose()
+
+
+async def test_switching_source_mid_conversation_keeps_its_animation(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    """Regression: switching closed the old source at once, failing the playing conversation
+    (and every queued one) to audio-only; the switch must apply from the next one on."""
+    async with running_relay(livekit_server, room_name):
+        controller = await join_room(room_name, "controller", attributes=CONTROLLER)
+        listener = Listener(controller)
+        text = "The avatar keeps moving its mouth while the motion source is switched."
+        first = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload=text
+        )
+        second = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Queued before."
+        )
+        async with asyncio.timeout(10):
+            await listener.wait_for(AnimationFrames, first)
+        await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SET_MOTION_SOURCE, payload="clapperboard"
+        )
+        third = await controller.local_participant.perform_rpc(
+            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="After."
+        )
+        async with asyncio.timeout(30):
+            ends = [await listener.wait_for(ConversationEnd, c) for c in (first, second, third)]
+        assert not listener.of(AudioOnly)
+        for cid, end in zip((first, second, third), ends, strict=True):
+            assert isinstance(end, ConversationEnd)
+            assert listener.frame_count(cid) == end.frame_count > 0
+        starts = [listener.of(ConversationStart, c)[0] for c in (first, second, third)]
+        channels = [len(s.channels) for s in starts]  # type: ignore[union-attr]
+        assert channels[0] == channels[1] > channels[2]  # embedded, embedded, clapperboard
         await listener.aclose()
