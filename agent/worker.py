@@ -10,8 +10,7 @@ import tempfile
 from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
 
-from .motion import create_motion_source
-from .motion.base import MotionError, MotionSource
+from .motion import motion_source_from_settings
 from .relay import RelayControl, RoomRelay
 from .settings import Settings, load_settings
 
@@ -25,29 +24,6 @@ DRAIN_TIMEOUT_S = 2
 livekit-agents waits an hour by default, but a relay job lasts until its room empties; after
 this the jobs are closed, which ends the conversation playing with an Interrupt message.
 """
-
-
-def motion_source_from_settings(settings: Settings, name: str | None = None) -> MotionSource:
-    """Build the configured (or named) motion source.
-
-    ``spatius`` takes its credentials and endpoints from the SDK's ``SPATIUS_*`` environment
-    variables. A source that cannot be built (missing variables, the optional SDK not
-    installed) raises ValueError naming the cause, like an unknown name does.
-    """
-    chosen = name or settings.motion.source
-    kwargs: dict[str, object] = {}
-    if chosen == "embedded":
-        kwargs = {"lookahead_ms": settings.motion.lookahead_ms, "seed": settings.motion.seed}
-    elif chosen == "spatius":
-        # The service's latency is covered by holding the audio back this long.
-        kwargs = {
-            "lookahead_ms": settings.motion.lookahead_ms,
-            "telemetry": settings.motion.spatius_telemetry,
-        }
-    try:
-        return create_motion_source(chosen, **kwargs)
-    except (MotionError, ImportError) as exc:
-        raise ValueError(f"motion source {chosen!r} cannot be used: {exc}") from exc
 
 
 def _prewarm(proc: JobProcess) -> None:

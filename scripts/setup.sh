@@ -24,8 +24,8 @@ step "livekit-server (pinned, built from source once, cached in ~/.cache/avatar-
 bash scripts/build-livekit-server.sh
 
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "error: Python >= 3.10 is required (found $("$PYTHON" --version 2>&1))" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "error: Python >= 3.11 is required (found $("$PYTHON" --version 2>&1))" >&2
   exit 1
 fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"

@@ -15,7 +15,7 @@ from conftest import make_token
 from livekit import rtc
 
 from agent.devserver import LiveKitEndpoint
-from agent.motion import MotionSource
+from agent.motion import MotionSource, motion_source_from_settings
 from agent.protocol import (
     AnimationFrames,
     AudioOnly,
@@ -162,8 +162,6 @@ async def running_relay(
     motion_factory: Callable[[str], MotionSource] | None = None,
 ) -> AsyncIterator[RelayUnderTest]:
     """A RoomRelay + control in-process, joined to a real room as an agent participant."""
-    from agent.worker import motion_source_from_settings
-
     settings = settings or load_settings()
     room = rtc.Room()
     await room.connect(

@@ -27,7 +27,7 @@ from relay_helpers import LISTEN_RATE, JoinRoom, Listener, espeak_pcm, running_r
 from spatius_server import LocalSpatiusServer, MidStreamFault
 
 from agent.devserver import LiveKitEndpoint
-from agent.motion import MotionSource
+from agent.motion import MotionSource, motion_source_from_settings
 from agent.motion.spatius import SpatiusMotionSource
 from agent.protocol import (
     AnimationFrames,
@@ -42,7 +42,6 @@ from agent.protocol import (
 from agent.protocol.constants import MAX_PACKET_BYTES
 from agent.relay import RoomRelay
 from agent.settings import load_settings
-from agent.worker import motion_source_from_settings
 
 pytestmark = pytest.mark.e2e
 

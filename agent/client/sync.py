@@ -264,7 +264,9 @@ class PlayoutSync:
         while len(self._convs) > self._max_conversations:
             victim = next((c for c in self._convs.values() if c.done), None)
             if victim is None:
-                victim = next(iter(self._convs.values()))
+                # Never the one being played: the oldest of the others.
+                playing = self._controller.get_current_conversation_id()
+                victim = next(c for c in self._convs.values() if c.local_cid != playing)
                 self._close_local(victim)
             del self._convs[victim.cid]
             if victim.local_cid is not None:
@@ -424,7 +426,10 @@ class PlayoutSync:
             else:
                 pcm = pcm[-delta * BYTES_PER_SAMPLE :]
         first = conv.data_next is None
-        conv.data_next = msg.first_sample + len(msg.pcm) // BYTES_PER_SAMPLE
+        # A re-sent older message must never move the expected position backwards.
+        conv.data_next = max(
+            conv.data_next or 0, msg.first_sample + len(msg.pcm) // BYTES_PER_SAMPLE
+        )
         if source_rate != self._sr:
             if conv.resampler is None:
                 conv.resampler = rtc.AudioResampler(source_rate, self._sr, num_channels=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.motion.base import (
     MotionAudioError,
@@ -25,6 +25,9 @@ from agent.motion.clapperboard import (
     detect_tone_onsets,
 )
 from agent.motion.embedded import EmbeddedMotionSource
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 
 def _spatius(**kwargs: Any) -> MotionSource:
@@ -54,7 +57,31 @@ def create_motion_source(name: str, **kwargs: Any) -> MotionSource:
     return factory(**kwargs)
 
 
+def motion_source_from_settings(settings: Settings, name: str | None = None) -> MotionSource:
+    """Build the configured (or named) motion source.
+
+    ``spatius`` takes its credentials and endpoints from the SDK's ``SPATIUS_*`` environment
+    variables. A source that cannot be built (missing variables, the optional SDK not
+    installed) raises ValueError naming the cause, like an unknown name does.
+    """
+    chosen = name or settings.motion.source
+    kwargs: dict[str, object] = {}
+    if chosen == "embedded":
+        kwargs = {"lookahead_ms": settings.motion.lookahead_ms, "seed": settings.motion.seed}
+    elif chosen == "spatius":
+        # The service's latency is covered by holding the audio back this long.
+        kwargs = {
+            "lookahead_ms": settings.motion.lookahead_ms,
+            "telemetry": settings.motion.spatius_telemetry,
+        }
+    try:
+        return create_motion_source(chosen, **kwargs)
+    except (MotionError, ImportError) as exc:
+        raise ValueError(f"motion source {chosen!r} cannot be used: {exc}") from exc
+
+
 __all__ = [
+    "motion_source_from_settings",
     "MOTION_SOURCES",
     "ClapperboardMotionSource",
     "EmbeddedMotionSource",

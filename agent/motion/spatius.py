@@ -220,7 +220,7 @@ async def _close_session(session: spatius.AvatarSession) -> None:
     """Close without waiting long for a peer that no longer answers the close handshake."""
     try:
         await asyncio.wait_for(session.close(), _CLOSE_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         logger.warning("spatius session did not close in time; abandoned")
 
 

@@ -33,10 +33,6 @@ class TrackAudioOut:
         self.track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._source)
         self._captured = 0
 
-    @property
-    def captured_samples(self) -> int:
-        return self._captured
-
     def reset_position(self) -> None:
         """Make the next captured sample position 0.
 

@@ -32,8 +32,6 @@ class MessagePublisher:
         self._packetizer = Packetizer(first_message_id=secrets.randbelow(2**31))
         self._queue: asyncio.Queue[tuple[list[bytes], list[str]] | None] = asyncio.Queue()
         self._send_atask: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def start(self) -> None:
         if self._send_atask is None:
@@ -42,12 +40,7 @@ class MessagePublisher:
     def send(self, msg: Message, *, to: list[str] | None = None) -> None:
         """Queue a message for sending now (to everyone, or to ``to``); never blocks."""
         packets = self._packetizer.packetize(msg)
-        self._idle.clear()
         self._queue.put_nowait((packets, to or []))
-
-    async def drain(self) -> None:
-        """Wait until everything queued so far has been handed to the room."""
-        await self._idle.wait()
 
     async def _send_loop(self) -> None:
         while True:
@@ -71,8 +64,6 @@ class MessagePublisher:
                 else:
                     self._metrics.packets_sent.inc()
                     self._metrics.bytes_sent.inc(len(packet))
-            if self._queue.empty():
-                self._idle.set()
 
     async def aclose(self) -> None:
         if self._send_atask is None:

@@ -19,6 +19,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 
+from ..motion import motion_source_from_settings
 from ..motion.base import MotionSource
 from ..settings import Settings, load_settings
 from .control import MotionFactory, RelayControl
@@ -133,8 +134,6 @@ class AvatarRelay:
         return self._relay
 
     async def start(self, agent_session: AgentSession[Any], room: rtc.Room) -> None:
-        from ..worker import motion_source_from_settings
-
         settings = self._settings
         source = (
             self._motion_source

@@ -163,7 +163,7 @@ class _Connection:
     async def _handshake(self) -> bool:
         try:
             first = await self._ws.receive(timeout=HANDSHAKE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close(1008, "handshake timeout")
             return False
         if first.type != WSMsgType.BINARY:
