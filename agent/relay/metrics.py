@@ -22,6 +22,7 @@ class _Family:
     audio_seconds: Counter
     packets_sent: Counter
     packets_failed: Counter
+    packets_expired: Counter
     bytes_sent: Counter
     control_requests: Counter
     control_denied: Counter
@@ -70,6 +71,12 @@ def _family(registry: CollectorRegistry) -> _Family:
             packets_failed=Counter(
                 "avatar_relay_packets_failed", "Data packets not sent", labels, registry=registry
             ),
+            packets_expired=Counter(
+                "avatar_relay_packets_expired",
+                "Animation packets dropped because their audio had played before they could leave",
+                labels,
+                registry=registry,
+            ),
             bytes_sent=Counter(
                 "avatar_relay_data_bytes_sent", "Data bytes sent", labels, registry=registry
             ),
@@ -117,6 +124,7 @@ class RelayMetrics:
         self.audio_seconds = f.audio_seconds.labels(room)
         self.packets_sent = f.packets_sent.labels(room)
         self.packets_failed = f.packets_failed.labels(room)
+        self.packets_expired = f.packets_expired.labels(room)
         self.bytes_sent = f.bytes_sent.labels(room)
         self.first_audio_latency = f.first_audio_latency.labels(room)
         self.frame_release_lag = f.frame_release_lag.labels(room)

@@ -18,6 +18,8 @@ from .conversation import Conversation
 from .metrics import RelayMetrics
 from .publisher import MessagePublisher, now_us
 
+FRAME_EXPIRY_S = 0.5
+"""A frame not yet handed to the room this long after its audio left is dropped."""
 LATE_RELEASE_S = 0.02
 """A frame released this long after its audio left is counted late in the metrics."""
 
@@ -115,7 +117,12 @@ class FramePacer:
             self._metrics.frame_release_lag.observe(max(lag, 0.0))
             if lag > LATE_RELEASE_S:
                 self._metrics.frames_late.inc(len(batch))
-        self._publisher.send(AnimationFrames(conv.id, conv.next_seq(), k, tuple(batch), now_us()))
+        # Worthless once its audio has been heard (about a jitter buffer after it left).
+        expires_at = None if due is None else due + FRAME_EXPIRY_S
+        self._publisher.send(
+            AnimationFrames(conv.id, conv.next_seq(), k, tuple(batch), now_us()),
+            expires_at=expires_at,
+        )
         conv.frames_sent += len(batch)
         self._metrics.frames_sent.inc(len(batch))
         return len(batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from dataclasses import dataclass
 
 from livekit import rtc
 
@@ -21,6 +22,13 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    packets: list[bytes]
+    destinations: list[str]
+    expires_at: float | None
+
+
 class MessagePublisher:
     """Encodes messages to packets (fragmenting when needed) and publishes them reliably."""
 
@@ -30,25 +38,35 @@ class MessagePublisher:
         self._metrics = metrics
         # A random first fragment id: receivers never splice fragments across relay restarts.
         self._packetizer = Packetizer(first_message_id=secrets.randbelow(2**31))
-        self._queue: asyncio.Queue[tuple[list[bytes], list[str]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self._send_atask: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._send_atask is None:
             self._send_atask = asyncio.create_task(self._send_loop(), name="relay.publisher")
 
-    def send(self, msg: Message, *, to: list[str] | None = None) -> None:
-        """Queue a message for sending now (to everyone, or to ``to``); never blocks."""
+    def send(
+        self, msg: Message, *, to: list[str] | None = None, expires_at: float | None = None
+    ) -> None:
+        """Queue a message for sending now (to everyone, or to ``to``); never blocks.
+
+        A message still queued at monotonic time ``expires_at`` is dropped (counted): when the
+        data channel backs up, animation whose audio has already played is worthless, and
+        dropping it keeps the queue, and the delay of everything behind it, bounded.
+        """
         packets = self._packetizer.packetize(msg)
-        self._queue.put_nowait((packets, to or []))
+        self._queue.put_nowait(_Outgoing(packets, to or [], expires_at))
 
     async def _send_loop(self) -> None:
         while True:
             item = await self._queue.get()
             if item is None:
                 return
-            packets, destinations = item
-            for packet in packets:
+            if item.expires_at is not None and time.monotonic() > item.expires_at:
+                self._metrics.packets_expired.inc(len(item.packets))
+                continue
+            destinations = item.destinations
+            for packet in item.packets:
                 try:
                     await self._room.local_participant.publish_data(
                         packet,
