@@ -191,6 +191,7 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader_atask: asyncio.Task[None] | None = None
         self._registered = asyncio.Event()
+        self._new_line = asyncio.Event()
         self._lines: list[str] = []
         self.metrics_port = int(self._env.get("AVATAR_RELAY_AGENT__METRICS_PORT") or free_port())
 
@@ -243,6 +244,7 @@ class WorkerProcess:
             async for raw in self._proc.stdout:
                 line = raw.decode(errors="replace").rstrip()
                 self._lines.append(line)
+                self._new_line.set()
                 if log:
                     log.write(line + "\n")
                     log.flush()
@@ -251,6 +253,21 @@ class WorkerProcess:
         finally:
             if log:
                 log.close()
+
+    async def wait_for_output(self, text: str, *, after: int = 0) -> str:
+        """Wait for an output line containing ``text`` (from line ``after`` on); return it."""
+        seen = after
+        while True:
+            for line in self._lines[seen:]:
+                if text in line:
+                    return line
+            seen = len(self._lines)
+            self._new_line.clear()
+            await self._new_line.wait()
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)
 
     @property
     def returncode(self) -> int | None:

@@ -15,6 +15,7 @@ import aiohttp
 import numpy as np
 import pytest
 from conftest import LOG_DIR
+from livekit import api
 from relay_helpers import CONTROLLER, JoinRoom
 from relay_watch import WatchingListener, tone_pcm
 
@@ -137,4 +138,21 @@ async def test_prometheus_endpoint_counts_conversations_and_frames_per_room(
             page = await resp.text()
     assert sample_value(page, "avatar_relay_conversations_total", room_name) == 1
     assert sample_value(page, "avatar_relay_frames_sent_total", room_name) == end.frame_count
+    await listener.aclose()
+
+
+async def test_deleting_the_room_ends_the_job(
+    livekit_server: LiveKitEndpoint, worker: WorkerProcess, join_room: JoinRoom, room_name: str
+) -> None:
+    """The room closing under a speaking relay ends its job cleanly; the worker stays up."""
+    listener = await speak_through_worker(livekit_server, join_room, room_name, 6.0)
+    mark = worker.line_count
+    ep = livekit_server
+    async with api.LiveKitAPI(ep.http_url, ep.api_key, ep.api_secret) as lk:
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+    async with asyncio.timeout(20):
+        line = await worker.wait_for_output("relay job ended", after=mark)
+    assert room_name in line
+    assert worker.returncode is None  # only the job ended, not the worker
+    assert "Traceback" not in worker.output, worker.output[-3000:]
     await listener.aclose()
