@@ -64,6 +64,7 @@ class Listener:
         self.audio: list[np.ndarray] = []
         self.relay_found = asyncio.Event()
         self._changed = asyncio.Event()
+        self._audio_changed = asyncio.Event()
         self._reassembler = Reassembler()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reading: set[str] = set()
@@ -102,6 +103,7 @@ class Listener:
     async def _read(self, track: rtc.Track) -> None:
         async for ev in rtc.AudioStream(track, sample_rate=LISTEN_RATE, num_channels=1):
             self.audio.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+            self._audio_changed.set()
 
     def of(self, kind: type[Message], conversation_id: str | None = None) -> list[Message]:
         return [
@@ -126,7 +128,8 @@ class Listener:
             tail = self.audio[-chunks:]
             if len(tail) == chunks and all(int(np.abs(a).max()) < threshold for a in tail):
                 return
-            await asyncio.sleep(0.05)  # audio frames arrive every 10 ms; poll their tail
+            self._audio_changed.clear()
+            await self._audio_changed.wait()
 
     def loud_seconds(self, threshold: int = 300) -> float:
         if not self.audio:
