@@ -28,14 +28,32 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "error: Python >= 3.11 is required (found $("$PYTHON" --version 2>&1))" >&2
   exit 1
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  step "Python environment in .venv (pip install -e '.[dev,spatius]')"
-  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev,spatius]'
-  rm -f .venv/.installed-*
-  touch "$stamp"
+deps_key="$(sha256sum pyproject.toml | cut -c1-16)-$("$PYTHON" -c 'import sys; print("py%d%d" % sys.version_info[:2])')"
+if [ -d .venv ] && [ ! -L .venv ]; then
+  # A checkout with its own venv (made by hand or by an older setup) keeps it.
+  stamp=".venv/.installed-$deps_key"
+  if [ ! -f "$stamp" ]; then
+    step "Python environment in .venv (pip install -e '.[dev,spatius]')"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev,spatius]'
+    rm -f .venv/.installed-*
+    touch "$stamp"
+  fi
+else
+  # The dependencies live in a venv cached per pyproject.toml, shared by every checkout;
+  # .venv links to it, and only this checkout's own package is (re)installed, in seconds.
+  CACHE_DIR="${AVATAR_RELAY_CACHE:-$HOME/.cache/avatar-relay}"
+  venv="$CACHE_DIR/venv-$deps_key"
+  if [ ! -f "$venv/.complete" ]; then
+    step "Python environment (cached in $venv)"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e '.[dev,spatius]'
+    touch "$venv/.complete"
+  fi
+  ln -sfn "$venv" .venv
+  .venv/bin/python -m pip install -q --no-deps -e .
 fi
 
 if [ -f web/package.json ]; then
