@@ -35,20 +35,26 @@ class VoiceAgent:
         avatar.output.on("playback_finished", self.finished.append)
 
 
-@pytest.fixture
-async def voice_agent(livekit_server: LiveKitEndpoint, room_name: str) -> AsyncIterator[VoiceAgent]:
+@pytest.fixture(params=["avatar-first", "session-first"])
+async def voice_agent(
+    livekit_server: LiveKitEndpoint, room_name: str, request: pytest.FixtureRequest
+) -> AsyncIterator[VoiceAgent]:
+    """The avatar attaches before the session starts, or replaces the tail of its output."""
     room = rtc.Room()
     await room.connect(
         livekit_server.url, make_token(livekit_server, "voice-agent", room_name, kind="agent")
     )
     session = AgentSession(tts=EspeakAgentTTS())
     avatar = AvatarRelay()
-    await avatar.start(session, room)
+    if request.param == "avatar-first":
+        await avatar.start(session, room)
     await session.start(
         agent=Agent(instructions="You are a test agent."),
         room=room,
         room_options=room_io.RoomOptions(audio_input=False, text_input=False),
     )
+    if request.param == "session-first":
+        await avatar.start(session, room)
     try:
         yield VoiceAgent(session, avatar)
     finally:
