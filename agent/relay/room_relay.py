@@ -54,6 +54,8 @@ MOTION_OPEN_TIMEOUT = 2.0
 """A motion source that cannot open a stream this fast leaves the conversation audio-only."""
 CLOSE_INTERRUPT_TIMEOUT = 1.0
 """How long aclose() lets the playing conversation end with its Interrupt message."""
+UNPUBLISH_TIMEOUT = 2.0
+"""How long aclose() tries to withdraw the track and the relay role from the room."""
 MAX_PENDING_CONVERSATIONS = 32
 """Conversations queued behind the playing one; more are refused (RelayBusyError)."""
 
@@ -176,10 +178,15 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         lp = self._room.local_participant
         if not self._room.isconnected():
             return
-        try:
+
+        async def _undo() -> None:
             if self._publication is not None:
                 await lp.unpublish_track(self._publication.sid)
             await lp.set_attributes({ATTRIBUTE_ROLE: "", ATTRIBUTE_AUDIO_TRACK: ""})
+
+        try:
+            # Bounded: when the room is closing under us these calls can wait forever.
+            await asyncio.wait_for(_undo(), UNPUBLISH_TIMEOUT)
         except Exception as exc:  # the room may be closing under us; nothing left to undo
             logger.debug("relay track not unpublished", extra=ctx(self.room_name, error=repr(exc)))
 
