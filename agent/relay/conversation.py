@@ -189,7 +189,7 @@ class Conversation:
             self._frames_changed.set()
             self._motion_settled.set()
 
-    async def wait_frames_changed(self, timeout: float) -> None:
+    async def wait_frames_changed(self, timeout: float | None) -> None:
         self._frames_changed.clear()
         try:
             await asyncio.wait_for(self._frames_changed.wait(), timeout)

@@ -34,79 +34,56 @@ _families: dict[int, _Family] = {}
 
 
 def _family(registry: CollectorRegistry) -> _Family:
+    """The metric families of a registry, created once (Prometheus names are unique)."""
     key = id(registry)
-    if key not in _families:
-        labels = ["room"]
-        _families[key] = _Family(
-            conversations=Counter(
-                "avatar_relay_conversations", "Conversations started", labels, registry=registry
-            ),
-            conversations_audio_only=Counter(
-                "avatar_relay_conversations_audio_only",
-                "Conversations that fell back to audio-only",
-                [*labels, "reason"],
-                registry=registry,
-            ),
-            conversations_interrupted=Counter(
-                "avatar_relay_conversations_interrupted",
-                "Conversations interrupted",
-                labels,
-                registry=registry,
-            ),
-            frames_sent=Counter(
-                "avatar_relay_frames_sent", "Animation frames sent", labels, registry=registry
-            ),
-            frames_late=Counter(
-                "avatar_relay_frames_late",
-                "Frames released after their audio had left the relay",
-                labels,
-                registry=registry,
-            ),
-            audio_seconds=Counter(
-                "avatar_relay_audio_seconds", "Audio published", labels, registry=registry
-            ),
-            packets_sent=Counter(
-                "avatar_relay_packets_sent", "Data packets sent", labels, registry=registry
-            ),
-            packets_failed=Counter(
-                "avatar_relay_packets_failed", "Data packets not sent", labels, registry=registry
-            ),
-            packets_expired=Counter(
-                "avatar_relay_packets_expired",
-                "Animation packets dropped because their audio had played before they could leave",
-                labels,
-                registry=registry,
-            ),
-            bytes_sent=Counter(
-                "avatar_relay_data_bytes_sent", "Data bytes sent", labels, registry=registry
-            ),
-            control_requests=Counter(
-                "avatar_relay_control_requests",
-                "Control requests received",
-                [*labels, "method"],
-                registry=registry,
-            ),
-            control_denied=Counter(
-                "avatar_relay_control_denied",
-                "Control requests refused (unauthorized or malformed)",
-                [*labels, "method", "reason"],
-                registry=registry,
-            ),
-            first_audio_latency=Histogram(
-                "avatar_relay_first_audio_latency_seconds",
-                "From a conversation's first input audio to its first sample leaving the relay",
-                labels,
-                buckets=_LATENCY_BUCKETS,
-                registry=registry,
-            ),
-            frame_release_lag=Histogram(
-                "avatar_relay_frame_release_lag_seconds",
-                "How long after its due time a frame was released",
-                labels,
-                buckets=_LATENCY_BUCKETS,
-                registry=registry,
-            ),
+    if key in _families:
+        return _families[key]
+
+    def counter(name: str, doc: str, *extra_labels: str) -> Counter:
+        return Counter(f"avatar_relay_{name}", doc, ["room", *extra_labels], registry=registry)
+
+    def latency(name: str, doc: str) -> Histogram:
+        return Histogram(
+            f"avatar_relay_{name}_seconds",
+            doc,
+            ["room"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
+
+    _families[key] = _Family(
+        conversations=counter("conversations", "Conversations started"),
+        conversations_audio_only=counter(
+            "conversations_audio_only", "Conversations that fell back to audio-only", "reason"
+        ),
+        conversations_interrupted=counter("conversations_interrupted", "Conversations interrupted"),
+        frames_sent=counter("frames_sent", "Animation frames sent"),
+        frames_late=counter(
+            "frames_late", "Frames released more than 20 ms after their audio left the relay"
+        ),
+        audio_seconds=counter("audio_seconds", "Audio published"),
+        packets_sent=counter("packets_sent", "Data packets sent"),
+        packets_failed=counter("packets_failed", "Data packets not sent"),
+        packets_expired=counter(
+            "packets_expired",
+            "Animation packets dropped because their audio had played before they could leave",
+        ),
+        bytes_sent=counter("data_bytes_sent", "Data bytes sent"),
+        control_requests=counter("control_requests", "Control requests received", "method"),
+        control_denied=counter(
+            "control_denied",
+            "Control requests refused (unauthorized or malformed)",
+            "method",
+            "reason",
+        ),  # fmt: skip
+        first_audio_latency=latency(
+            "first_audio_latency",
+            "From a conversation's first input audio to its first sample leaving the relay",
+        ),
+        frame_release_lag=latency(
+            "frame_release_lag", "How long after its due time a frame was released"
+        ),
+    )
     return _families[key]
 
 

@@ -61,10 +61,8 @@ class FramePacer:
 
     async def run(self, conv: Conversation) -> None:
         """Release frame k when the track emits the first sample of frame k's audio."""
+        # The pump starts a conversation only once its motion stream is open or has failed.
         info = conv.motion_info
-        if conv.audio_only_reason is None and info is None:
-            await _wait_motion_info(conv)
-            info = conv.motion_info
         if info is None or conv.audio_only_reason is not None:
             # The source may have failed after the start was sent and before this task first
             # ran; announce it then (once: a failure before the start already was).
@@ -95,10 +93,12 @@ class FramePacer:
             if conv.motion_ended and not any(i >= k for i in conv.frames):
                 return False
             due = self.due_time(k * samples_per_frame)
-            if due is not None and time.monotonic() - due > self._stall:
+            left = None if due is None else due + self._stall - time.monotonic()
+            if left is not None and left <= 0:
                 conv.mark_audio_only("motion_stalled")
                 break
-            await conv.wait_frames_changed(0.01)
+            # Woken by the next frame, the end of motion, or the stall deadline.
+            await conv.wait_frames_changed(left)
         return True
 
     def _send_due_frames(
@@ -132,11 +132,6 @@ class FramePacer:
         while self._anchor is None:
             self._anchor_changed.clear()
             await self._anchor_changed.wait()
-
-
-async def _wait_motion_info(conv: Conversation) -> None:
-    while conv.motion_info is None and conv.audio_only_reason is None:
-        await conv.wait_frames_changed(0.05)
 
 
 async def _sleep_until(deadline: float) -> None:
