@@ -37,11 +37,13 @@ from agent.devserver import (  # noqa: E402
     dispatch_relay,
 )
 from agent.motion import clapperboard_audio, detect_tone_onsets  # noqa: E402
+from agent.motion.clapperboard import burst_onset_samples  # noqa: E402
 from agent.protocol import (  # noqa: E402
     AnimationFrames,
     ArkitU8Codec,
     ConversationEnd,
     ConversationStart,
+    Idle,
     Reassembler,
 )
 from agent.protocol.constants import ANIMATION_TOPIC, SPEAK_AUDIO_STREAM_TOPIC  # noqa: E402
@@ -85,6 +87,8 @@ class Viewer:
         self.relay_ready = asyncio.Event()
         self.new_conversation = asyncio.Event()
         self.conversation_ended = asyncio.Event()
+        self.relay_idle = asyncio.Event()
+        """Set by each Idle message: the relay sends them only when nothing plays."""
         self._markers_changed = asyncio.Event()
         self.receiver.on("relay_joined", lambda *_: self.relay_ready.set())
         room.on("data_received", self._on_data)
@@ -97,6 +101,8 @@ class Viewer:
         msg = self._reassembler.push(packet.data)
         if isinstance(msg, ConversationEnd):
             self.conversation_ended.set()
+        if isinstance(msg, Idle):
+            self.relay_idle.set()
         if isinstance(msg, ConversationStart) and msg.codec == "arkit-u8":
             self._codecs[msg.conversation_id] = ArkitU8Codec(msg.channels)
         if isinstance(msg, AnimationFrames):
@@ -208,7 +214,8 @@ async def run(args: argparse.Namespace) -> None:
             w.writeframes(pcm)
         latencies_audio: list[float] = []
         latencies_frame: list[float] = []
-        for _ in range(args.conversations):
+        bursts = len(burst_onset_samples(WAV_RATE, len(pcm) // 2, PERIOD_S, OFFSET_S))
+        for n in range(1, args.conversations + 1):
             viewers[0].new_conversation.clear()
             sent_at = time.monotonic()
             await controller.local_participant.send_bytes(
@@ -219,8 +226,12 @@ async def run(args: argparse.Namespace) -> None:
                 await viewers[0].new_conversation.wait()
                 first_frame = list(viewers[0].rec.first_frame_arrival.values())[-1]
                 latencies_frame.append(first_frame - sent_at)
-                # Wait until the conversation has been heard out (+ jitter), then next.
-                await asyncio.sleep(args.seconds + 0.6)
+                # Wait until every viewer has presented all of this conversation's markers.
+                for v in viewers:
+                    await v.wait_markers(n * bursts)
+                # Latency is measured from an idle relay: wait for its next idle message.
+                viewers[0].relay_idle.clear()
+                await viewers[0].relay_idle.wait()
             onsets = [t for t in heard_onsets(viewers[0].rec) if t > sent_at]
             if onsets:
                 latencies_audio.append(onsets[0] - OFFSET_S - sent_at)
