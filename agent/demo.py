@@ -26,8 +26,8 @@ from aiohttp import web
 from livekit import api
 
 from .devserver import PROJECT_ROOT, LiveKitEndpoint, LocalLiveKitServer, WorkerProcess
-from .protocol.constants import ATTRIBUTE_ROLE, ROLE_RELAY
-from .settings import load_settings
+from avatar_relay.protocol import ATTRIBUTE_ROLE, ROLE_RELAY
+from avatar_relay.settings import load_settings
 
 logger = logging.getLogger("avatar_relay.demo")
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.protocol import (  # noqa: E402  # the repository root is put on sys.path first
+from avatar_relay.protocol import (  # noqa: E402  # the repository root is put on sys.path first
     ARKIT_52,
     HEAD_POSE,
     AnimationFrames,

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from web_page import chromium, open_demo  # noqa: E402
 
 from agent.demo import DemoStack  # noqa: E402
-from agent.motion import clapperboard_audio  # noqa: E402
+from avatar_relay.motion import clapperboard_audio  # noqa: E402
 
 WAV_RATE = 24000
 PERIOD_S = 0.52

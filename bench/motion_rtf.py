@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import numpy as np  # noqa: E402
 from motion_speech import ENVELOPE_SENTENCE, measure_quality, synthesize, with_silence  # noqa: E402
 
-from agent.motion import EmbeddedMotionSource, MotionStream  # noqa: E402
+from avatar_relay.motion import EmbeddedMotionSource, MotionStream  # noqa: E402
 
 LOOKAHEADS = (0, 60, 120, 200)
 CHUNK_MS = 20

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from motion_speech import BILABIALS, generate, synthesize, with_silence  # noqa: E402
 
-from agent.motion import EmbeddedMotionSource  # noqa: E402
-from agent.motion.embedded.channels import CH  # noqa: E402
+from avatar_relay.motion import EmbeddedMotionSource  # noqa: E402
+from avatar_relay.motion.embedded.channels import CH  # noqa: E402
 
 SENTENCE = "Bob made my mom a maple pie, and the quick brown fox jumped over it."
 CURVES = ("jawOpen", "mouthClose", "mouthPressLeft", "mouthFunnel", "mouthSmileLeft",

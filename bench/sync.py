@@ -29,16 +29,16 @@ from livekit import api, rtc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.client import AvatarReceiver  # noqa: E402
+from avatar_relay.client import AvatarReceiver  # noqa: E402
 from agent.devserver import (  # noqa: E402
     LiveKitEndpoint,
     LocalLiveKitServer,
     WorkerProcess,
     dispatch_relay,
 )
-from agent.motion import clapperboard_audio, detect_tone_onsets  # noqa: E402
-from agent.motion.clapperboard import burst_onset_samples  # noqa: E402
-from agent.protocol import (  # noqa: E402
+from avatar_relay.motion import clapperboard_audio, detect_tone_onsets  # noqa: E402
+from avatar_relay.motion.clapperboard import burst_onset_samples  # noqa: E402
+from avatar_relay.protocol import (  # noqa: E402
     AnimationFrames,
     ArkitU8Codec,
     ConversationEnd,
@@ -46,7 +46,7 @@ from agent.protocol import (  # noqa: E402
     Idle,
     Reassembler,
 )
-from agent.protocol.constants import ANIMATION_TOPIC, SPEAK_AUDIO_STREAM_TOPIC  # noqa: E402
+from avatar_relay.protocol.constants import ANIMATION_TOPIC, SPEAK_AUDIO_STREAM_TOPIC  # noqa: E402
 
 WAV_RATE = 24000
 PERIOD_S = 0.52

@@ -33,9 +33,9 @@ if [ -d .venv ] && [ ! -L .venv ]; then
   # A checkout with its own venv (made by hand or by an older setup) keeps it.
   stamp=".venv/.installed-$deps_key"
   if [ ! -f "$stamp" ]; then
-    step "Python environment in .venv (pip install -e '.[dev,spatius]')"
+    step "Python environment in .venv (pip install -e '.[agent,recognition,spatius,dev]')"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev,spatius]'
+    .venv/bin/python -m pip install -q -e '.[agent,recognition,spatius,dev]'
     rm -f .venv/.installed-*
     touch "$stamp"
   fi
@@ -49,7 +49,7 @@ else
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e '.[dev,spatius]'
+    "$venv/bin/python" -m pip install -q -e '.[agent,recognition,spatius,dev]'
     touch "$venv/.complete"
   fi
   ln -sfn "$venv" .venv

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agent.motion.base import MotionFrame, MotionSource
-from agent.motion.embedded.channels import CH
-from agent.protocol.blendshapes import ArkitU8Codec
+from avatar_relay.motion.base import MotionFrame, MotionSource
+from avatar_relay.motion.embedded.channels import CH
+from avatar_relay.protocol.blendshapes import ArkitU8Codec
 
 STOP_CLOSURE_S = 0.06
 BILABIALS = frozenset({"p", "b", "m"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from agent.protocol import (
+from avatar_relay.protocol import (
     ARKIT_52,
     HEAD_POSE,
     MAX_INT,

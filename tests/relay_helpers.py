@@ -15,8 +15,8 @@ from conftest import make_token
 from livekit import rtc
 
 from agent.devserver import LiveKitEndpoint
-from agent.motion import MotionSource, motion_source_from_settings
-from agent.protocol import (
+from avatar_relay.motion import MotionSource, motion_source_from_settings
+from avatar_relay.protocol import (
     AnimationFrames,
     AudioOnly,
     ConversationEnd,
@@ -25,9 +25,9 @@ from agent.protocol import (
     Message,
     Reassembler,
 )
-from agent.protocol.constants import ANIMATION_TOPIC, AUDIO_TRACK_NAME
-from agent.relay import RelayControl, RoomRelay
-from agent.settings import Settings, load_settings
+from avatar_relay.protocol.constants import ANIMATION_TOPIC, AUDIO_TRACK_NAME
+from avatar_relay.relay import RelayControl, RoomRelay
+from avatar_relay.settings import Settings, load_settings
 
 JoinRoom = Callable[..., Awaitable[rtc.Room]]
 CONTROLLER = {"avatar-relay.controller": "true"}

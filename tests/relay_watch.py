@@ -9,7 +9,7 @@ import numpy as np
 from livekit import rtc
 from relay_helpers import LISTEN_RATE, Listener
 
-from agent.protocol import AnimationFrames, AudioOnly, ConversationEnd, Message
+from avatar_relay.protocol import AnimationFrames, AudioOnly, ConversationEnd, Message
 
 
 def tone_pcm(seconds: float, rate: int = 24000, freq: float = 440.0) -> np.ndarray:

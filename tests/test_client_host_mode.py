@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from agent.client.host_mode import HostModeController, StateChangedEvent
+from avatar_relay.client.host_mode import HostModeController, StateChangedEvent
 
 SR = 16000
 FPS = 25

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from agent.client import AvatarReceiver, ConversationEvent, SyncedFrame
-from agent.protocol import (
+from avatar_relay.client import AvatarReceiver, ConversationEvent, SyncedFrame
+from avatar_relay.protocol import (
     ANIMATION_TOPIC,
     ATTRIBUTE_ROLE,
     AUDIO_TRACK_NAME,

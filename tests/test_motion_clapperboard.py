@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.motion import (
+from avatar_relay.motion import (
     ClapperboardMotionSource,
     MotionAudioError,
     MotionFrame,
@@ -15,8 +15,8 @@ from agent.motion import (
     clapperboard_audio,
     detect_tone_onsets,
 )
-from agent.motion.clapperboard import CLAPPER_CHANNELS, ClapperboardStream, burst_onset_samples
-from agent.protocol.blendshapes import ArkitU8Codec
+from avatar_relay.motion.clapperboard import CLAPPER_CHANNELS, ClapperboardStream, burst_onset_samples
+from avatar_relay.protocol.blendshapes import ArkitU8Codec
 
 CODEC = ArkitU8Codec(CLAPPER_CHANNELS)
 

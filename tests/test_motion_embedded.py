@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.motion import (
+from avatar_relay.motion import (
     MOTION_SOURCES,
     EmbeddedMotionSource,
     MotionAudioError,
@@ -18,10 +18,10 @@ from agent.motion import (
     MotionStreamEnd,
     create_motion_source,
 )
-from agent.motion.embedded import CHANNELS, EmbeddedMotionStream
-from agent.motion.embedded.channels import CH, MOUTH_CHANNELS
-from agent.motion.embedded.recognizer import PhoneRecognizer
-from agent.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
+from avatar_relay.motion.embedded import CHANNELS, EmbeddedMotionStream
+from avatar_relay.motion.embedded.channels import CH, MOUTH_CHANNELS
+from avatar_relay.motion.embedded.recognizer import PhoneRecognizer
+from avatar_relay.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
 
 CODEC = ArkitU8Codec(CHANNELS)
 

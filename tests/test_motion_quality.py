@@ -21,8 +21,8 @@ from motion_speech import (
     with_silence,
 )
 
-from agent.motion import EmbeddedMotionSource
-from agent.motion.embedded.channels import CH
+from avatar_relay.motion import EmbeddedMotionSource
+from avatar_relay.motion.embedded.channels import CH
 
 pytestmark = pytest.mark.skipif(
     ctypes.util.find_library("espeak-ng") is None and shutil.which("espeak-ng") is None,

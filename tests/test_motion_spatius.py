@@ -27,14 +27,14 @@ from spatius_server import (
     frame_count,
 )
 
-from agent.motion.base import (
+from avatar_relay.motion.base import (
     MotionAudioError,
     MotionError,
     MotionFrame,
     MotionStream,
     MotionStreamEnd,
 )
-from agent.motion.spatius import SpatiusMotionSource
+from avatar_relay.motion.spatius import SpatiusMotionSource
 
 RATE = 16000
 
@@ -546,7 +546,7 @@ async def test_a_live_conversation_id_cannot_be_reused(make_source: SourceFactor
 
 
 async def test_server_can_animate_with_the_embedded_generator(clock: FakeClock) -> None:
-    from agent.motion.embedded import EmbeddedMotionSource
+    from avatar_relay.motion.embedded import EmbeddedMotionSource
 
     server = LocalSpatiusServer(generator="embedded")
     await server.start()

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol_strategies import messages
 
-from agent.protocol import (
+from avatar_relay.protocol import (
     ARKIT_52,
     HEAD_POSE,
     MAX_PACKET_BYTES,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from protocol_strategies import messages
 
-from agent.protocol import (
+from avatar_relay.protocol import (
     MAX_FRAGMENTS,
     MAX_FRAMES_PER_MESSAGE,
     MAX_PACKET_BYTES,

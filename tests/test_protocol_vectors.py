@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.protocol import (
+from avatar_relay.protocol import (
     MESSAGE_TYPES,
     Fragment,
     ProtocolError,

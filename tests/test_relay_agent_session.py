@@ -17,8 +17,8 @@ from livekit.agents.voice.io import PlaybackFinishedEvent, PlaybackStartedEvent
 from relay_helpers import JoinRoom, Listener
 
 from agent.devserver import LiveKitEndpoint
-from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
-from agent.relay import AvatarRelay, EspeakAgentTTS
+from avatar_relay.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
+from avatar_relay.relay import AvatarRelay, EspeakAgentTTS
 
 pytestmark = pytest.mark.e2e
 

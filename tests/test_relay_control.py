@@ -17,8 +17,8 @@ from relay_helpers import (
 )
 
 from agent.devserver import LiveKitEndpoint
-from agent.protocol import AnimationFrames, AudioOnly, ConversationEnd, ConversationStart, Interrupt
-from agent.protocol.constants import (
+from avatar_relay.protocol import AnimationFrames, AudioOnly, ConversationEnd, ConversationStart, Interrupt
+from avatar_relay.protocol.constants import (
     RPC_ERROR_BAD_REQUEST,
     RPC_ERROR_UNAUTHORIZED,
     RPC_INTERRUPT,

@@ -17,7 +17,7 @@ from relay_helpers import JoinRoom, running_relay
 from relay_watch import WatchingListener, expected_frames, tone_pcm
 
 from agent.devserver import LiveKitEndpoint
-from agent.motion import (
+from avatar_relay.motion import (
     ClapperboardMotionSource,
     MotionAudioError,
     MotionError,
@@ -27,9 +27,9 @@ from agent.motion import (
     MotionStreamEnd,
     MotionStreamInfo,
 )
-from agent.protocol import AnimationFrames, AudioOnly, ConversationEnd, ConversationStart
-from agent.protocol.constants import ANIMATION_TOPIC
-from agent.relay import RoomRelay
+from avatar_relay.protocol import AnimationFrames, AudioOnly, ConversationEnd, ConversationStart
+from avatar_relay.protocol.constants import ANIMATION_TOPIC
+from avatar_relay.relay import RoomRelay
 
 pytestmark = pytest.mark.e2e
 AGENT = "relay-agent"

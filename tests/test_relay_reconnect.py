@@ -14,8 +14,8 @@ from livekit import rtc
 from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_pcm, running_relay
 
 from agent.devserver import LiveKitEndpoint
-from agent.protocol import ConversationEnd, ConversationStart
-from agent.relay import RoomRelay
+from avatar_relay.protocol import ConversationEnd, ConversationStart
+from avatar_relay.relay import RoomRelay
 
 pytestmark = pytest.mark.e2e
 Kind = rtc.SimulateScenarioKind

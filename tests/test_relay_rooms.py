@@ -13,15 +13,15 @@ from relay_helpers import JoinRoom, running_relay
 from relay_watch import WatchingListener, expected_frames, tone_pcm
 
 from agent.devserver import LiveKitEndpoint
-from agent.motion import ClapperboardMotionSource
-from agent.protocol import (
+from avatar_relay.motion import ClapperboardMotionSource
+from avatar_relay.protocol import (
     AnimationFrames,
     AudioOnly,
     ConversationEnd,
     ConversationStart,
     Interrupt,
 )
-from agent.relay import RoomRelay
+from avatar_relay.relay import RoomRelay
 
 pytestmark = pytest.mark.e2e
 RATE = 24000

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.devserver import PROJECT_ROOT
-from agent.protocol.constants import ANIMATION_TOPIC
-from agent.settings import CONFIG_PATH_ENV, SettingsError, load_settings
+from avatar_relay.protocol.constants import ANIMATION_TOPIC
+from avatar_relay.settings import CONFIG_PATH_ENV, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -27,9 +27,9 @@ from relay_helpers import LISTEN_RATE, JoinRoom, Listener, espeak_pcm, running_r
 from spatius_server import LocalSpatiusServer, MidStreamFault
 
 from agent.devserver import LiveKitEndpoint
-from agent.motion import MotionSource, motion_source_from_settings
-from agent.motion.spatius import SpatiusMotionSource
-from agent.protocol import (
+from avatar_relay.motion import MotionSource, motion_source_from_settings
+from avatar_relay.motion.spatius import SpatiusMotionSource
+from avatar_relay.protocol import (
     AnimationFrames,
     AudioData,
     AudioOnly,
@@ -39,9 +39,9 @@ from agent.protocol import (
     Message,
     decode_any,
 )
-from agent.protocol.constants import MAX_PACKET_BYTES
-from agent.relay import RoomRelay
-from agent.settings import load_settings
+from avatar_relay.protocol.constants import MAX_PACKET_BYTES
+from avatar_relay.relay import RoomRelay
+from avatar_relay.settings import load_settings
 
 pytestmark = pytest.mark.e2e
 

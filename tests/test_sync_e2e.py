@@ -20,8 +20,8 @@ import pytest
 from conftest import LOG_DIR
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay
-from agent.motion import clapperboard_audio
-from agent.protocol.constants import SPEAK_AUDIO_STREAM_TOPIC
+from avatar_relay.motion import clapperboard_audio
+from avatar_relay.protocol.constants import SPEAK_AUDIO_STREAM_TOPIC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from sync import OFFSET_S, PERIOD_S, Viewer, heard_onsets, token  # noqa: E402

@@ -13,8 +13,8 @@ from livekit import api
 from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_wav
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay
-from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart
-from agent.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
+from avatar_relay.protocol import AnimationFrames, ConversationEnd, ConversationStart
+from avatar_relay.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ from relay_helpers import CONTROLLER, JoinRoom
 from relay_watch import WatchingListener, tone_pcm
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay, free_port
-from agent.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
-from agent.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
+from avatar_relay.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
+from avatar_relay.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
 
 pytestmark = pytest.mark.e2e
 SHUTDOWN_BOUND_S = 20.0

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 from spatius.proto.generated import message_pb2 as _message_pb2
 
-from agent.motion.base import MotionFrame, MotionSource, MotionStream
+from avatar_relay.motion.base import MotionFrame, MotionSource, MotionStream
 
 from .animation import ANIMATION_FIELD, FrameCutter
 
@@ -375,7 +375,7 @@ class LocalSpatiusServer:
         port: int = 0,
         generator: Literal["energy", "embedded"] = "energy",
     ) -> None:
-        """``generator="embedded"`` animates with agent.motion.embedded (arkit-u8 frames)."""
+        """``generator="embedded"`` animates with avatar_relay.motion.embedded (arkit-u8 frames)."""
         if host not in _LOOPBACK:
             raise ValueError(f"the local spatius server binds loopback only, not {host!r}")
         self.api_key = api_key
@@ -394,7 +394,7 @@ class LocalSpatiusServer:
         self._changed = asyncio.Event()
         self.embedded: MotionSource | None = None
         if generator == "embedded":
-            from agent.motion.embedded import EmbeddedMotionSource
+            from avatar_relay.motion.embedded import EmbeddedMotionSource
 
             self.embedded = EmbeddedMotionSource(recognition=False)
 

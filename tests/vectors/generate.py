@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.protocol import (  # noqa: E402  # the repository root is put on sys.path first
+from avatar_relay.protocol import (  # noqa: E402  # the repository root is put on sys.path first
     ARKIT_52,
     HEAD_POSE,
     MAX_PACKET_BYTES,

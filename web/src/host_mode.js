@@ -1,4 +1,4 @@
-// The Host Mode contract in the browser, with the rules of agent/client/host_mode.py:
+// The Host Mode contract in the browser, with the rules of avatar_relay/client/host_mode.py:
 // frames are accepted only for the current conversation id (others are dropped and counted),
 // an empty frame list switches the conversation to audio-only (later frames are ignored),
 // interrupt() discards everything buffered. Memory is bounded.

@@ -1,6 +1,6 @@
 // The embedded "arkit-u8" animation codec: one byte per declared channel. Blendshape weights
 // in [0, 1] map to 0..255; head-pose channels (names starting with "head") hold [-1, 1]
-// mapped around 127.5. Mirrors agent/protocol/blendshapes.py.
+// mapped around 127.5. Mirrors avatar_relay/protocol/blendshapes.py.
 
 import { ARKIT_CODEC } from './constants.js';
 

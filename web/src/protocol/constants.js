@@ -1,4 +1,4 @@
-// Wire names and limits of protocol v1. Mirrors agent/protocol/constants.py and limits.py;
+// Wire names and limits of protocol v1. Mirrors avatar_relay/protocol/constants.py and limits.py;
 // docs/PROTOCOL.md is the specification. Change all of them together.
 
 export const PROTOCOL_VERSION = 1;

@@ -1,5 +1,5 @@
 // Strict decoder of protocol v1 packets (one msgpack map each), the JavaScript twin of
-// agent/protocol/codec.py: the same checks, the same limits, the same outcome for every
+// avatar_relay/protocol/codec.py: the same checks, the same limits, the same outcome for every
 // packet in tests/vectors/. A packet decodes to a complete message, to null (a well-formed
 // packet of an unknown type, ignored for forward compatibility), or throws ProtocolError.
 

@@ -1,4 +1,4 @@
-// The decoder's error types, matching agent/protocol/errors.py: one for any packet a
+// The decoder's error types, matching avatar_relay/protocol/errors.py: one for any packet a
 // receiver cannot accept, and a subclass for a version it does not speak.
 
 export class ProtocolError extends Error {

@@ -1,5 +1,5 @@
 // Puts fragmented messages back together: one Reassembler per sending participant, fed that
-// sender's packets in arrival order. The same rules and bounds as agent/protocol/reassembly.py
+// sender's packets in arrival order. The same rules and bounds as avatar_relay/protocol/reassembly.py
 // (bytes per message, bytes in total, number of partials, age in packets); every discarded
 // partial is counted.
 

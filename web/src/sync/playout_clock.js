@@ -13,7 +13,7 @@
 //
 //   P = the sender's packetization: a frame's data packet leaves at once, while its audio
 //       waits for the Opus encoder to fill a 20 ms packet (SENDER_PACKETIZATION_MS; the
-//       Python receiver, agent/client/sync.py, adds the same term);
+//       Python receiver, avatar_relay/client/sync.py, adds the same term);
 //   J = the receiver's current audio jitter-buffer delay: from getStats() "inbound-rtp" of the
 //       avatar's audio track, delta(jitterBufferDelay) / delta(jitterBufferEmittedCount)
 //       between two polls ~0.5 s apart (see JitterDelayEstimator), default 40 ms until known;

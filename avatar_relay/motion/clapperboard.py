@@ -19,7 +19,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from agent.motion.base import (
+from avatar_relay.motion.base import (
     MotionError,
     MotionFrame,
     MotionSource,
@@ -27,10 +27,10 @@ from agent.motion.base import (
     MotionStreamEnd,
     MotionStreamInfo,
 )
-from agent.motion.frame_queue import FrameQueue
-from agent.motion.pcm import check_sample_rate, decode_s16le
-from agent.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
-from agent.protocol.constants import DEFAULT_FPS
+from avatar_relay.motion.frame_queue import FrameQueue
+from avatar_relay.motion.pcm import check_sample_rate, decode_s16le
+from avatar_relay.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
+from avatar_relay.protocol.constants import DEFAULT_FPS
 
 CLAPPER_CHANNELS: Final[tuple[str, ...]] = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight")
 TONE_HZ: Final = 1000.0

@@ -12,7 +12,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from agent.motion.embedded.channels import CLOSE, LABIODENTAL, OPEN, PARAMS
+from avatar_relay.motion.embedded.channels import CLOSE, LABIODENTAL, OPEN, PARAMS
 
 ATTACK: Final = np.array([0.75, 0.9, 0.55, 0.55, 0.8], dtype=np.float32)
 """Per-frame fraction of the way a parameter moves towards a higher target."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from livekit import rtc
 
-from agent.protocol import (
+from avatar_relay.protocol import (
     ANIMATION_TOPIC,
     ATTRIBUTE_AUDIO_TRACK,
     ATTRIBUTE_ROLE,

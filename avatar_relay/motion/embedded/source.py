@@ -8,14 +8,14 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, Final
 
-from agent.motion.base import MotionError, MotionSource, MotionStream, MotionStreamInfo
-from agent.motion.embedded.channels import CHANNELS
-from agent.motion.embedded.idle import IdleMotion
-from agent.motion.embedded.recognizer import PhoneRecognizer, new_decoder
-from agent.motion.embedded.stream import EmbeddedMotionStream
-from agent.motion.pcm import check_sample_rate
-from agent.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
-from agent.protocol.constants import DEFAULT_FPS
+from avatar_relay.motion.base import MotionError, MotionSource, MotionStream, MotionStreamInfo
+from avatar_relay.motion.embedded.channels import CHANNELS
+from avatar_relay.motion.embedded.idle import IdleMotion
+from avatar_relay.motion.embedded.recognizer import PhoneRecognizer, new_decoder
+from avatar_relay.motion.embedded.stream import EmbeddedMotionStream
+from avatar_relay.motion.pcm import check_sample_rate
+from avatar_relay.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
+from avatar_relay.protocol.constants import DEFAULT_FPS
 
 logger = logging.getLogger("avatar_relay.motion")
 

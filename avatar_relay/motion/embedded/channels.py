@@ -12,7 +12,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from agent.protocol.blendshapes import HEAD_POSE
+from avatar_relay.protocol.blendshapes import HEAD_POSE
 
 MOUTH_CHANNELS: Final[tuple[str, ...]] = (
     "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthSmileLeft", "mouthSmileRight",

@@ -16,7 +16,7 @@ from typing import Literal
 
 from livekit import rtc
 
-from agent.protocol import DEFAULT_FPS, MAX_FPS, SUPPORTED_SAMPLE_RATES
+from avatar_relay.protocol import DEFAULT_FPS, MAX_FPS, SUPPORTED_SAMPLE_RATES
 
 logger = logging.getLogger("avatar_relay.client")
 

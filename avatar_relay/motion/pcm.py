@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from agent.motion.base import MotionAudioError
-from agent.protocol.constants import DEFAULT_FPS, SUPPORTED_SAMPLE_RATES
+from avatar_relay.motion.base import MotionAudioError
+from avatar_relay.protocol.constants import DEFAULT_FPS, SUPPORTED_SAMPLE_RATES
 
 
 def check_sample_rate(sample_rate: int) -> int:

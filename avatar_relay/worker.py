@@ -1,18 +1,24 @@
-"""The livekit-agents server: explicit dispatch by name, one RoomRelay per job."""
+"""The livekit-agents server: explicit dispatch by name, one RoomRelay per job.
+
+``avatar-relay start|dev|connect`` (the console script) and the repository's
+``python -m agent ...`` both run :func:`main`; :func:`build_server` is the piece to embed in
+a server of your own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import sys
 import tempfile
 
 from livekit import rtc
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, cli
 
 from .motion import motion_source_from_settings
 from .relay import RelayControl, RoomRelay
-from .settings import Settings, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("avatar_relay.worker")
 
@@ -123,3 +129,16 @@ def build_server(settings: Settings) -> AgentServer:
     )
     server.rtc_session(run_relay_job, agent_name=settings.agent.name, on_session_end=_end_session)
     return server
+
+
+def main() -> None:
+    """Run the worker CLI (``start``, ``dev``, ``connect`` ...) with the loaded settings.
+
+    A broken configuration exits with status 2 and a message naming each bad key.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"avatar-relay: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    cli.run_app(build_server(settings))

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from livekit import rtc
 
-from agent.protocol import (
+from avatar_relay.protocol import (
     ARKIT_CODEC,
     DEFAULT_FPS,
     AnimationFrames,

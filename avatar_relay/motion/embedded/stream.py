@@ -17,27 +17,27 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from agent.motion.base import (
+from avatar_relay.motion.base import (
     MotionError,
     MotionFrame,
     MotionStream,
     MotionStreamEnd,
     MotionStreamInfo,
 )
-from agent.motion.embedded.acoustic import (
+from avatar_relay.motion.embedded.acoustic import (
     ANTICIPATION_S,
     AcousticArticulation,
     SpectralFeatures,
 )
-from agent.motion.embedded.articulation import Smoother, blend
-from agent.motion.embedded.channels import CH, CHANNELS, OPEN, articulation_to_weights
-from agent.motion.embedded.idle import IdleMotion
-from agent.motion.embedded.recognizer import PhoneRecognizer, PhoneSegment
-from agent.motion.embedded.visemes import VISEME_INDEX, VISEME_TARGETS
-from agent.motion.frame_queue import FrameQueue
-from agent.motion.pcm import SampleBuffer, check_sample_rate, decode_s16le
-from agent.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
-from agent.protocol.constants import DEFAULT_FPS
+from avatar_relay.motion.embedded.articulation import Smoother, blend
+from avatar_relay.motion.embedded.channels import CH, CHANNELS, OPEN, articulation_to_weights
+from avatar_relay.motion.embedded.idle import IdleMotion
+from avatar_relay.motion.embedded.recognizer import PhoneRecognizer, PhoneSegment
+from avatar_relay.motion.embedded.visemes import VISEME_INDEX, VISEME_TARGETS
+from avatar_relay.motion.frame_queue import FrameQueue
+from avatar_relay.motion.pcm import SampleBuffer, check_sample_rate, decode_s16le
+from avatar_relay.protocol.blendshapes import ARKIT_CODEC, ArkitU8Codec
+from avatar_relay.protocol.constants import DEFAULT_FPS
 
 logger = logging.getLogger("avatar_relay.motion")
 

@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from agent.motion.base import MotionFrame, MotionStreamEnd
+from avatar_relay.motion.base import MotionFrame, MotionStreamEnd
 
 
 class FrameQueue:

@@ -16,7 +16,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from agent.motion.embedded.channels import CLOSE, OPEN, PARAMS, ROUND, SPREAD
+from avatar_relay.motion.embedded.channels import CLOSE, OPEN, PARAMS, ROUND, SPREAD
 
 SILENCE_DBFS: Final = -60.0
 """Frames whose voiced-band level is below this are silence whatever the speech peak is."""

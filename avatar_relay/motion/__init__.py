@@ -1,4 +1,4 @@
-"""Motion sources: PCM audio in, encoded animation frames out (see :mod:`agent.motion.base`).
+"""Motion sources: PCM audio in, encoded animation frames out (see :mod:`avatar_relay.motion.base`).
 
 :func:`create_motion_source` builds a source by name from :data:`MOTION_SOURCES`; a new source
 is one more entry there (a factory taking keyword arguments).
@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agent.motion.base import (
+from avatar_relay.motion.base import (
     MotionAudioError,
     MotionError,
     MotionFrame,
@@ -19,20 +19,20 @@ from agent.motion.base import (
     MotionStreamEnd,
     MotionStreamInfo,
 )
-from agent.motion.clapperboard import (
+from avatar_relay.motion.clapperboard import (
     ClapperboardMotionSource,
     clapperboard_audio,
     detect_tone_onsets,
 )
-from agent.motion.embedded import EmbeddedMotionSource
+from avatar_relay.motion.embedded import EmbeddedMotionSource
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from avatar_relay.settings import Settings
 
 
 def _spatius(**kwargs: Any) -> MotionSource:
     # imported on demand: the vendor SDK is an optional extra
-    from agent.motion.spatius import SpatiusMotionSource
+    from avatar_relay.motion.spatius import SpatiusMotionSource
 
     return SpatiusMotionSource(**kwargs)
 

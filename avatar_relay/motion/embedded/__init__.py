@@ -1,13 +1,13 @@
 """The embedded offline lip-sync generator (the relay's default motion source)."""
 
-from agent.motion.embedded.channels import CHANNELS
-from agent.motion.embedded.source import (
+from avatar_relay.motion.embedded.channels import CHANNELS
+from avatar_relay.motion.embedded.source import (
     DEFAULT_LOOKAHEAD_MS,
     MAX_LOOKAHEAD_MS,
     RECOGNITION_MIN_LOOKAHEAD_MS,
     EmbeddedMotionSource,
 )
-from agent.motion.embedded.stream import EmbeddedMotionStream
+from avatar_relay.motion.embedded.stream import EmbeddedMotionStream
 
 __all__ = [
     "CHANNELS",

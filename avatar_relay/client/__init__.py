@@ -1,6 +1,6 @@
 """Participant side of avatar-relay: the Host Mode contract and synchronized playout.
 
-Depends only on :mod:`agent.protocol` and livekit rtc, so a participant can install it
+Depends only on :mod:`avatar_relay.protocol` and livekit rtc, so a participant can install it
 without the relay.
 """
 

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr  # type: ignore[import-untyped]  # soxr ships no type hints
 
-from agent.motion.base import MotionError
-from agent.motion.embedded.visemes import viseme_of
+from avatar_relay.motion.base import MotionError
+from avatar_relay.motion.embedded.visemes import viseme_of
 
 logger = logging.getLogger("avatar_relay.motion")
 

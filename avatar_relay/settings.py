@@ -1,12 +1,20 @@
-"""One validated settings object, loaded from ``config/*.toml`` and the environment.
+"""One validated settings object.
 
-Precedence (highest first): environment variables ``AVATAR_RELAY_<SECTION>__<KEY>``,
-the TOML file named by ``AVATAR_RELAY_CONFIG``, then ``config/default.toml``.
+Two ways to get one, and nothing global is read unless asked for:
+
+- ``Settings(motion={"source": "clapperboard"})``: the packaged defaults plus what you pass;
+- ``load_settings()``: for deployed workers. Precedence (highest first): keyword overrides,
+  environment variables ``AVATAR_RELAY_<SECTION>__<KEY>``, the TOML file named by
+  ``AVATAR_RELAY_CONFIG``, then the packaged ``avatar_relay/defaults.toml``.
+
+The model's field defaults and ``defaults.toml`` hold the same values (a test keeps them
+equal), so an installed copy behaves exactly like the repository.
 """
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +28,8 @@ from pydantic_settings import (
 
 from .protocol.constants import ANIMATION_TOPIC, SUPPORTED_SAMPLE_RATES
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+DEFAULTS_RESOURCE = "defaults.toml"
+"""The packaged defaults, shipped inside the wheel (read with importlib.resources)."""
 CONFIG_PATH_ENV = "AVATAR_RELAY_CONFIG"
 
 MotionSourceName = Literal["embedded", "clapperboard", "spatius"]
@@ -75,7 +84,9 @@ class AuthSettings(_Section):
     dev_mode: bool = False
     allow_all: bool = False
     identities: tuple[str, ...] = ()
-    attributes: dict[str, str] = Field(default_factory=dict)
+    attributes: dict[str, str] = Field(
+        default_factory=lambda: {"avatar-relay.controller": "true"}
+    )
     kinds: tuple[ParticipantKindName, ...] = ()
 
     @model_validator(mode="after")
@@ -90,15 +101,10 @@ class TtsSettings(_Section):
     words_per_minute: int = Field(default=165, ge=80, le=450)
 
 
-class Settings(BaseSettings):
-    """Everything the worker needs, validated once at start."""
+class Settings(BaseModel):
+    """Everything a relay and its worker need, validated once."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="AVATAR_RELAY_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     agent: AgentSettings = AgentSettings()
     audio: AudioSettings = AudioSettings()
@@ -106,6 +112,17 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     auth: AuthSettings = AuthSettings()
     tts: TtsSettings = TtsSettings()
+
+
+class _LayeredSettings(BaseSettings, Settings):
+    """``Settings`` read from the packaged defaults, a config file and the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AVATAR_RELAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -116,7 +133,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        files = [DEFAULT_CONFIG_PATH]
+        with resources.as_file(resources.files(__package__).joinpath(DEFAULTS_RESOURCE)) as f:
+            files = [f]
         override = os.environ.get(CONFIG_PATH_ENV)
         if override:
             files.append(Path(override))
@@ -127,17 +145,35 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, *toml_sources)
 
 
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def make_settings(**overrides: object) -> Settings:
+    """The packaged defaults with ``overrides`` (sections as dicts); reads no file or variable.
+
+    Raises SettingsError (a ValueError) naming every bad key.
+    """
+    try:
+        return Settings.model_validate(overrides)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid avatar-relay settings: {_describe(exc)}") from exc
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Load and validate settings; raise SettingsError with every problem listed."""
+    """Settings of a deployed worker: defaults, config file, environment, then ``overrides``.
+
+    Raises SettingsError naming every problem.
+    """
     override = os.environ.get(CONFIG_PATH_ENV)
     if override and not Path(override).is_file():
         raise SettingsError(f"{CONFIG_PATH_ENV}={override!r} is not a readable file")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        layered = _LayeredSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise SettingsError(f"invalid avatar-relay configuration: {problems}") from exc
+        raise SettingsError(f"invalid avatar-relay configuration: {_describe(exc)}") from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise SettingsError(f"invalid avatar-relay configuration file: {exc}") from exc
+    return Settings.model_validate(layered.model_dump())

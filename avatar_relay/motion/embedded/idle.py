@@ -11,7 +11,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from agent.motion.embedded.channels import CH, CHANNELS
+from avatar_relay.motion.embedded.channels import CH, CHANNELS
 
 BLINK_SHAPE: Final = np.array([0.45, 1.0, 0.85, 0.4, 0.1], dtype=np.float32)
 """eyeBlink weights of the frames of one blink (200 ms)."""
