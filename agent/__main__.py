@@ -3,7 +3,7 @@
 It is the installed ``avatar-relay`` console script, run from a checkout.
 """
 
-from avatar_relay.worker import main
+from avatar_relay.cli import main
 
 if __name__ == "__main__":
     main()

@@ -25,9 +25,10 @@ from typing import Final
 from aiohttp import web
 from livekit import api
 
-from .devserver import PROJECT_ROOT, LiveKitEndpoint, LocalLiveKitServer, WorkerProcess
 from avatar_relay.protocol import ATTRIBUTE_ROLE, ROLE_RELAY
 from avatar_relay.settings import load_settings
+
+from .devserver import PROJECT_ROOT, LiveKitEndpoint, LocalLiveKitServer, WorkerProcess
 
 logger = logging.getLogger("avatar_relay.demo")
 

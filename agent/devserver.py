@@ -15,6 +15,7 @@ import socket
 import string
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -175,7 +176,8 @@ class WorkerProcess:
     """``python -m agent start`` as a child process, connected to a given server.
 
     ``start()`` returns once the worker has registered with livekit-server, so a dispatch
-    made right after is served at once.
+    made right after is served at once. ``command`` and ``cwd`` run another entry point
+    (the install tests run an installed ``avatar-relay start`` from a project of its own).
     """
 
     def __init__(
@@ -184,8 +186,12 @@ class WorkerProcess:
         *,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "agent", "start"),
+        cwd: Path = PROJECT_ROOT,
     ) -> None:
         self._endpoint = endpoint
+        self._command = tuple(command)
+        self._cwd = cwd
         self._env = env or {}
         self._log_path = log_path
         self._proc: asyncio.subprocess.Process | None = None
@@ -214,11 +220,13 @@ class WorkerProcess:
             **self._env,
         }
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent", "start",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, env=env,
-            cwd=str(PROJECT_ROOT),
-        )  # fmt: skip
+            *self._command,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+            cwd=str(self._cwd),
+        )
         self._reader_atask = asyncio.create_task(self._read_output(), name="worker.output")
         try:
             await asyncio.wait_for(self._wait_registered(), timeout)

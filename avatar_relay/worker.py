@@ -17,7 +17,8 @@ from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, cli
 
 from .motion import motion_source_from_settings
-from .relay import RelayControl, RoomRelay
+from .relay import RoomRelay
+from .relay.control import RelayControl
 from .settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("avatar_relay.worker")

@@ -28,7 +28,8 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "error: Python >= 3.11 is required (found $("$PYTHON" --version 2>&1))" >&2
   exit 1
 fi
-deps_key="$(sha256sum pyproject.toml | cut -c1-16)-$("$PYTHON" -c 'import sys; print("py%d%d" % sys.version_info[:2])')"
+# The venv is keyed by the dependency lists only (not the version or tool settings).
+deps_key="$("$PYTHON" scripts/deps_key.py)"
 if [ -d .venv ] && [ ! -L .venv ]; then
   # A checkout with its own venv (made by hand or by an older setup) keeps it.
   stamp=".venv/.installed-$deps_key"
@@ -54,6 +55,15 @@ else
   fi
   ln -sfn "$venv" .venv
   .venv/bin/python -m pip install -q --no-deps -e .
+fi
+
+# Wheels of the library's dependencies, for the install tests (a fresh venv installs the
+# built wheel from here, offline).
+wheelhouse="${AVATAR_RELAY_CACHE:-$HOME/.cache/avatar-relay}/wheelhouse-$deps_key"
+if [ ! -f "$wheelhouse/.complete" ]; then
+  step "dependency wheels for the install tests (cached in $wheelhouse)"
+  .venv/bin/python -m pip download -q -d "$wheelhouse" '.[agent]'
+  touch "$wheelhouse/.complete"
 fi
 
 if [ -f web/package.json ]; then

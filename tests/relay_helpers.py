@@ -26,7 +26,8 @@ from avatar_relay.protocol import (
     Reassembler,
 )
 from avatar_relay.protocol.constants import ANIMATION_TOPIC, AUDIO_TRACK_NAME
-from avatar_relay.relay import RelayControl, RoomRelay
+from avatar_relay.relay import RoomRelay
+from avatar_relay.relay.control import RelayControl
 from avatar_relay.settings import Settings, load_settings
 
 JoinRoom = Callable[..., Awaitable[rtc.Room]]

@@ -17,7 +17,13 @@ from livekit.agents.voice.io import PlaybackFinishedEvent, PlaybackStartedEvent
 from relay_helpers import JoinRoom, Listener
 
 from agent.devserver import LiveKitEndpoint
-from avatar_relay.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
+from avatar_relay.protocol import (
+    RPC_SPEAK_TEXT,
+    AnimationFrames,
+    ConversationEnd,
+    ConversationStart,
+    Interrupt,
+)
 from avatar_relay.relay import AvatarRelay, EspeakAgentTTS
 
 pytestmark = pytest.mark.e2e
@@ -37,15 +43,23 @@ class VoiceAgent:
 
 @pytest.fixture(params=["avatar-first", "session-first"])
 async def voice_agent(
-    livekit_server: LiveKitEndpoint, room_name: str, request: pytest.FixtureRequest
+    livekit_server: LiveKitEndpoint,
+    room_name: str,
+    join_room: JoinRoom,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[VoiceAgent]:
-    """The avatar attaches before the session starts, or replaces the tail of its output."""
+    """The avatar attaches before the session starts, or replaces the tail of its output.
+
+    A user is in the room first, as when an agent is dispatched to a waiting user, so the
+    session's RoomIO has someone to publish its own audio track to at once.
+    """
+    await join_room(room_name, "user")
     room = rtc.Room()
     await room.connect(
         livekit_server.url, make_token(livekit_server, "voice-agent", room_name, kind="agent")
     )
     session = AgentSession(tts=EspeakAgentTTS())
-    avatar = AvatarRelay()
+    avatar = AvatarRelay(motion_source="embedded")
     if request.param == "avatar-first":
         await avatar.start(session, room)
     await session.start(
@@ -111,3 +125,58 @@ async def test_interrupt_then_speak_again_keeps_segment_counts_in_step(
     assert len(voice_agent.finished) == 4 and not voice_agent.finished[-1].interrupted
     assert len(voice_agent.started) == 4
     await listener.aclose()
+
+
+async def test_room_has_one_agent_audio_track_and_no_control_by_default(
+    voice_agent: VoiceAgent, join_room: JoinRoom, room_name: str
+) -> None:
+    """Regression (issue 10): started after session.start, the avatar left the session's own
+    audio track published beside its own; and the drop-in registered the control RPCs
+    (speak text, switch to the paid Spatius source) on the user's agent by default."""
+    viewer = await join_room(room_name, "viewer")
+    # The session's RoomIO publishes its own track once a participant is there: after a
+    # whole utterance it has had every chance to appear.
+    listener = Listener(viewer)
+    async with asyncio.timeout(20):
+        await voice_agent.session.say("One track.").wait_for_playout()
+        await listener.wait_for(ConversationEnd)
+    await listener.aclose()
+    agent = viewer.remote_participants["voice-agent"]
+    local = voice_agent.avatar.relay
+    audio = [
+        p for p in agent.track_publications.values() if p.kind == rtc.TrackKind.KIND_AUDIO
+    ]
+    assert [p.name for p in audio] == ["avatar-audio"], [p.name for p in audio]
+    assert local.track_sid == audio[0].sid
+    with pytest.raises(rtc.RpcError) as refused:
+        await viewer.local_participant.perform_rpc(
+            destination_identity="voice-agent", method=RPC_SPEAK_TEXT, payload="hello"
+        )
+    assert refused.value.code == rtc.RpcError.ErrorCode.UNSUPPORTED_METHOD
+
+
+async def test_aclose_detaches_the_avatar_from_the_session(voice_agent: VoiceAgent) -> None:
+    output = voice_agent.avatar.output
+    await voice_agent.avatar.aclose()
+    sink = voice_agent.session.output.audio
+    while sink is not None:
+        assert sink is not output, "the closed avatar is still in the session's audio chain"
+        sink = sink.next_in_chain
+    await voice_agent.avatar.aclose()  # closing twice is harmless
+
+
+@pytest.mark.parametrize(
+    ("option", "key"),
+    [
+        ({"lookahead_ms": -5}, "motion.lookahead_ms"),
+        ({"motion_source": "nonexistent"}, "motion.source"),
+        ({"sample_rate": 12345}, "audio.sample_rate"),
+        ({"topic": ""}, "relay.topic"),
+        ({"audio_transport": "pigeon"}, "audio.transport"),
+    ],
+)
+def test_bad_option_is_a_value_error_naming_it_at_construction(
+    option: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        AvatarRelay(**option)  # type: ignore[arg-type]

@@ -17,7 +17,13 @@ from relay_helpers import (
 )
 
 from agent.devserver import LiveKitEndpoint
-from avatar_relay.protocol import AnimationFrames, AudioOnly, ConversationEnd, ConversationStart, Interrupt
+from avatar_relay.protocol import (
+    AnimationFrames,
+    AudioOnly,
+    ConversationEnd,
+    ConversationStart,
+    Interrupt,
+)
 from avatar_relay.protocol.constants import (
     RPC_ERROR_BAD_REQUEST,
     RPC_ERROR_UNAUTHORIZED,

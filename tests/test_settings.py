@@ -11,7 +11,13 @@ import pytest
 
 from agent.devserver import PROJECT_ROOT
 from avatar_relay.protocol.constants import ANIMATION_TOPIC
-from avatar_relay.settings import CONFIG_PATH_ENV, SettingsError, load_settings
+from avatar_relay.settings import (
+    CONFIG_PATH_ENV,
+    Settings,
+    SettingsError,
+    load_settings,
+    make_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -172,3 +178,24 @@ def test_worker_cli_exits_2_with_a_clear_message_on_broken_config(
     assert expected in proc.stderr
     assert proc.stderr.startswith("avatar-relay:")
     assert "Traceback" not in proc.stderr
+
+
+def test_packaged_defaults_equal_the_models_defaults() -> None:
+    """Regression (issue 10): installed copies lacked config/default.toml and silently fell
+    back to model defaults that differed (auth.attributes was {}). Now the defaults file ships
+    in the package and both hold the same values."""
+    assert load_settings() == Settings()
+    assert Settings().auth.attributes == {"avatar-relay.controller": "true"}
+
+
+def test_make_settings_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVATAR_RELAY_MOTION__SOURCE", "clapperboard")
+    assert make_settings().motion.source == "embedded"
+    assert make_settings(motion={"lookahead_ms": 60}).motion.lookahead_ms == 60
+
+
+def test_make_settings_names_the_bad_key() -> None:
+    with pytest.raises(SettingsError, match=r"motion\.lookahead_ms"):
+        make_settings(motion={"lookahead_ms": -1})
+    with pytest.raises(ValueError, match=r"relay\.nonsense"):
+        make_settings(relay={"nonsense": 1})

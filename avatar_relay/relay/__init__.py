@@ -1,29 +1,22 @@
-"""The relay: conversations, pacing against audio, control and publishing for one room."""
+"""The relay: one room's avatar (audio track + paced animation), control, and the drop-in
+``AvatarRelay`` for livekit-agents voice agents.
+"""
 
-from .auth import Authorizer, UnauthorizedError
-from .control import RelayControl, speak_pcm
+from .auth import UnauthorizedError
 from .conversation import PlaybackResult
 from .handle import ConversationHandle
 from .room_relay import RelayBusyError, RelayClosedError, RoomRelay
 from .session_output import AvatarAudioOutput, AvatarRelay
-from .tts import EspeakAgentTTS, EspeakTts, Pcm, TtsError, WavError, parse_wav
+from .tts import EspeakAgentTTS
 
 __all__ = [
     "AvatarAudioOutput",
     "AvatarRelay",
-    "Authorizer",
     "ConversationHandle",
     "EspeakAgentTTS",
-    "EspeakTts",
-    "Pcm",
     "PlaybackResult",
     "RelayBusyError",
     "RelayClosedError",
-    "RelayControl",
     "RoomRelay",
-    "TtsError",
     "UnauthorizedError",
-    "WavError",
-    "parse_wav",
-    "speak_pcm",
 ]

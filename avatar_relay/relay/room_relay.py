@@ -123,6 +123,11 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
     def motion_source(self) -> MotionSource:
         return self._motion_source
 
+    @property
+    def track_sid(self) -> str | None:
+        """The avatar audio track's sid once published."""
+        return self._publication.sid if self._publication is not None else None
+
     def set_motion_source(self, source: MotionSource) -> MotionSource:
         """Use ``source`` from the next conversation on; returns the previous source.
 

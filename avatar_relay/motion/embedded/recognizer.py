@@ -14,7 +14,6 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import soxr  # type: ignore[import-untyped]  # soxr ships no type hints
 
 from avatar_relay.motion.base import MotionError
 from avatar_relay.motion.embedded.visemes import viseme_of
@@ -38,12 +37,15 @@ class PhoneSegment:
     end_s: float
 
 
+MISSING_EXTRA: Final = "phone recognition needs the extra: pip install 'avatar-relay[recognition]'"
+
+
 def new_decoder() -> Any:
     """A pocketsphinx allphone decoder on the bundled en-us model (about 30 MB, 0.1 s)."""
     try:
         import pocketsphinx  # type: ignore[import-untyped]  # the wheel ships no type hints
-    except ImportError as exc:  # pragma: no cover - pocketsphinx is a hard dependency
-        raise MotionError("pocketsphinx is not installed") from exc
+    except ImportError as exc:  # the optional extra `recognition`
+        raise MotionError(MISSING_EXTRA) from exc
     try:
         return pocketsphinx.Decoder(
             hmm=pocketsphinx.get_model_path("en-us/en-us"),
@@ -60,11 +62,15 @@ class PhoneRecognizer:
 
     def __init__(self, decoder: Any, sample_rate: int) -> None:
         self._decoder = decoder
-        self._resampler = (
-            None
-            if sample_rate == RECOGNIZER_RATE
-            else soxr.ResampleStream(sample_rate, RECOGNIZER_RATE, 1, dtype="float32", quality="LQ")
-        )
+        self._resampler: Any = None
+        if sample_rate != RECOGNIZER_RATE:
+            try:
+                import soxr  # type: ignore[import-untyped]  # soxr ships no type hints
+            except ImportError as exc:  # the optional extra `recognition`
+                raise MotionError(MISSING_EXTRA) from exc
+            self._resampler = soxr.ResampleStream(
+                sample_rate, RECOGNIZER_RATE, 1, dtype="float32", quality="LQ"
+            )
         self._segments: tuple[PhoneSegment, ...] = ()
         self._started = False
         self.failed = False
