@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -200,3 +201,38 @@ async def test_installed_console_script_serves_a_dispatched_room(
     assert listener.frame_count(end.conversation_id) == end.frame_count
     assert listener.loud_seconds() >= duration * 0.7
     await listener.aclose()
+
+
+async def test_example_voice_agent_greets_through_the_installed_avatar(
+    installed: Installed,
+    agent_python: Path,
+    livekit_server: LiveKitEndpoint,
+    join_room: JoinRoom,
+    room_name: str,
+) -> None:
+    """examples/agent.py, copied into a project of its own and run on the installed wheel,
+    greets a waiting user through the avatar: audio heard, frames received."""
+    project = installed.root / "example-project"
+    project.mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "examples" / "agent.py", project / "agent.py")
+    worker = WorkerProcess(
+        livekit_server,
+        # `dev` binds the health endpoint to a free port (start binds 8081).
+        command=(str(agent_python), "agent.py", "dev"),
+        cwd=project,
+        env={"AGENT_NAME": "greeter"},
+        log_path=LOG_DIR / "example-agent.log",
+    )
+    await worker.start()
+    try:
+        listener = Listener(await join_room(room_name, "user"))
+        await dispatch_relay(livekit_server, room_name, "greeter")
+        async with asyncio.timeout(40):
+            end = await listener.wait_for(ConversationEnd)
+            await listener.wait_audio_silent()
+        assert isinstance(end, ConversationEnd) and end.frame_count > 0
+        assert listener.frame_count(end.conversation_id) == end.frame_count
+        assert listener.loud_seconds() > 1.0
+        await listener.aclose()
+    finally:
+        await worker.aclose()
