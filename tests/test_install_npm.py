@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,6 +40,7 @@ ESBUILD: Final = WEB / "node_modules" / ".bin" / "esbuild"
 TSC: Final = WEB / "node_modules" / ".bin" / "tsc"
 CONSUMER_CACHE: Final = CACHE_DIR / "npm-consumer"
 NPM_TIMEOUT_S: Final = 180
+CACHE_MAX_AGE_S: Final = 7 * 24 * 3600
 
 pytestmark = [
     pytest.mark.browser,
@@ -148,6 +150,20 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
+def _prune_cache(*, keep: Path) -> None:
+    """Forget installed projects unused for CACHE_MAX_AGE_S (one per client version tried)."""
+    if not CONSUMER_CACHE.is_dir():
+        return
+    for entry in CONSUMER_CACHE.iterdir():
+        stamp = entry / ".installed"
+        if (
+            entry != keep
+            and stamp.is_file()
+            and time.time() - stamp.stat().st_mtime > CACHE_MAX_AGE_S
+        ):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _installed_project(tarball: Path) -> Path:
     """A project with the tarball and livekit-client installed, cached per tarball."""
     peer = json.loads((WEB / "node_modules" / "livekit-client" / "package.json").read_text())
@@ -164,7 +180,9 @@ def _installed_project(tarball: Path) -> Path:
     manifest = json.dumps(package_json, indent=2)
     key = hashlib.sha256(tarball.read_bytes() + manifest.encode()).hexdigest()[:16]
     project = CONSUMER_CACHE / key
+    _prune_cache(keep=project)
     if (project / ".installed").is_file():
+        (project / ".installed").touch()
         return project
     CONSUMER_CACHE.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=CONSUMER_CACHE))
