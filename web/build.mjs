@@ -1,5 +1,6 @@
-// Bundles the page (src/app.js with livekit-client and @msgpack/msgpack) and the audio
-// worklets into dist/, next to the static files.
+// Builds the demo page into dist/: demo/app.js bundled with the package (imported by its name,
+// through the exports map, as any app would), livekit-client and @msgpack/msgpack, next to
+// the page's static files. The package itself needs no build: it ships src/ as it is.
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { build } from 'esbuild';
 
@@ -7,7 +8,7 @@ const outdir = 'dist';
 await rm(outdir, { recursive: true, force: true });
 await mkdir(outdir, { recursive: true });
 await build({
-  entryPoints: { app: 'src/app.js', worklets: 'src/audio/worklets.js' },
+  entryPoints: { app: 'demo/app.js' },
   bundle: true,
   format: 'esm',
   target: ['chrome110', 'firefox115', 'safari16'],
@@ -16,5 +17,5 @@ await build({
   outdir,
   logLevel: 'warning',
 });
-for (const name of ['index.html', 'style.css']) await copyFile(`static/${name}`, `${outdir}/${name}`);
+for (const name of ['index.html', 'style.css']) await copyFile(`demo/${name}`, `${outdir}/${name}`);
 console.log(`built ${outdir}/`);

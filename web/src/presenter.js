@@ -11,11 +11,10 @@ const STATS_INTERVAL_MS = 500;
 const MAX_LOG = 512;
 
 export class Presenter {
-  constructor({ receiver, renderer, player = null, overlay = null, onSample = null }) {
+  constructor({ receiver, renderer, player = null, onSample = null }) {
     this.receiver = receiver;
     this.renderer = renderer;
     this.player = player;
-    this.overlay = overlay;
     this.onSample = onSample;
     this.jitter = new JitterDelayEstimator();
     this.track = null;
@@ -93,7 +92,6 @@ export class Presenter {
       audioEnergy: this.player ? this.player.energy() : 0,
     };
     if (this.onSample) this.onSample(this.state);
-    if (this.overlay) this.overlay.update(this.state, this.receiver);
   }
 }
 

@@ -4,8 +4,10 @@
 // The track is also attached to a muted <audio> element: Chrome only pulls a remote WebRTC
 // track into WebAudio while a media element consumes it.
 
+import { loadWorklets } from './worklets.js';
+
 export class TrackPlayer {
-  constructor(audioContext, { workletUrl } = {}) {
+  constructor(audioContext, { workletUrl = null } = {}) {
     this.ctx = audioContext;
     this.workletUrl = workletUrl;
     this.analyser = audioContext.createAnalyser();
@@ -15,6 +17,7 @@ export class TrackPlayer {
     this.source = null;
     this.detector = null;
     this.element = null;
+    this.track = null;
     this.onsetListeners = new Set();
     this.workletReady = null;
   }
@@ -23,9 +26,8 @@ export class TrackPlayer {
   async loadWorklet() {
     if (this.workletReady === null) {
       this.workletReady = (async () => {
-        if (!this.workletUrl || !this.ctx.audioWorklet) return false;
         try {
-          await this.ctx.audioWorklet.addModule(this.workletUrl);
+          await loadWorklets(this.ctx, this.workletUrl);
           return true;
         } catch (err) {
           console.warn('avatar-relay: audio worklet unavailable', err);

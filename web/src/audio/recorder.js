@@ -1,12 +1,15 @@
 // Records the microphone for a fixed time through WebAudio and returns a PCM16 WAV.
 
 import { encodeWavPcm16 } from './wav.js';
+import { loadWorklets } from './worklets.js';
 
 /**
- * Record `seconds` of microphone audio with the given AudioContext (its worklet module must
- * define "pcm-capture"). Resolves to a Uint8Array WAV at the context's sample rate.
+ * Record `seconds` of microphone audio with the given AudioContext. Resolves to a Uint8Array
+ * WAV (PCM16 mono) at the context's sample rate, ready for the speak-audio byte stream.
  */
 export async function recordMicrophoneWav(audioContext, seconds, { onLevel } = {}) {
+  if (!(seconds > 0)) throw new RangeError('seconds must be positive');
+  await loadWorklets(audioContext);
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
   });

@@ -16,13 +16,14 @@ export class Overlay {
     }
   }
 
-  update(state, receiver) {
+  /** Show a presented state; `avOffsetMs` is the last measured a/v sync offset, if any. */
+  update(state, receiver, avOffsetMs) {
     this.set('conversation', state.conversationId ?? '—');
     this.set('mode', state.mode);
     this.set('offset', `${state.offsetMs.toFixed(0)} ms (jitter ${state.jitterDelayMs.toFixed(0)} + out ${state.outputLatencyMs.toFixed(0)})`);
     const s = receiver.controller.stats;
     this.set('dropped', `${state.dropped} (late ${s.framesLate}, other conversation ${s.framesDropped})`);
     this.set('interrupted', receiver.lastInterrupted ? `${receiver.lastInterrupted} (${receiver.interrupts})` : '—');
-    if (state.avOffsetMs !== undefined) this.set('avsync', `${state.avOffsetMs.toFixed(1)} ms`);
+    if (avOffsetMs !== undefined) this.set('avsync', `${avOffsetMs.toFixed(1)} ms`);
   }
 }

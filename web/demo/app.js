@@ -3,27 +3,20 @@
 // window.avatarRelayDebug mirrors the page state for tests; window.avatarRelay is the
 // control API the buttons use (tests and benchmarks call it too).
 
-import { Room, RoomEvent, Track } from 'livekit-client';
-
-import { recordMicrophoneWav } from './audio/recorder.js';
-import { TrackPlayer } from './audio/player.js';
-import { Overlay } from './overlay.js';
-import { Presenter } from './presenter.js';
+import { Room, RoomEvent } from 'livekit-client';
 import {
-  ANIMATION_TOPIC,
+  AvatarPlayer,
   ATTRIBUTE_ROLE,
-  AUDIO_TRACK_NAME,
-  ProtocolError,
   ROLE_RELAY,
   RPC_INTERRUPT,
   RPC_SET_MOTION_SOURCE,
   RPC_SPEAK_TEXT,
-  Reassembler,
   SPEAK_AUDIO_STREAM_TOPIC,
-} from './protocol/index.js';
-import { AvatarReceiver } from './receiver.js';
-import { FaceRenderer } from './render/face.js';
-import { SyncMeter } from './sync/sync_meter.js';
+  recordMicrophoneWav,
+} from 'avatar-relay-client';
+
+import { Overlay } from './overlay.js';
+import { SyncMeter } from './sync_meter.js';
 
 const REPEAT_SECONDS = 4;
 const $ = (id) => document.getElementById(id);
@@ -36,53 +29,13 @@ const debug = {
 };
 window.avatarRelayDebug = debug;
 
-const receiver = new AvatarReceiver();
-const renderer = new FaceRenderer($('face'));
-renderer.draw({});
+const room = new Room({ adaptiveStream: false, dynacast: false });
+const avatar = new AvatarPlayer(room, { canvas: $('face') });
 const overlay = new Overlay($('overlay'));
-let room = null;
-let audioContext = null;
-let player = null;
-let presenter = null;
-let syncMeter = null;
-const reassemblers = new Map();
+const syncMeter = new SyncMeter();
 
-function setStatus(text, isError = false) {
-  $('status').textContent = text;
-  $('status').classList.toggle('error', isError);
-}
-
-function relayParticipant() {
-  if (!room) return null;
-  for (const p of room.remoteParticipants.values()) {
-    if (p.attributes[ATTRIBUTE_ROLE] === ROLE_RELAY) return p;
-  }
-  return null;
-}
-
-function onData(payload, participant, _kind, topic) {
-  if (topic !== ANIMATION_TOPIC || !participant) return;
-  const arrival = performance.now();
-  if (participant.attributes[ATTRIBUTE_ROLE] !== ROLE_RELAY) {
-    debug.foreignPackets += 1; // only the relay speaks for the avatar
-    return;
-  }
-  let reassembler = reassemblers.get(participant.identity);
-  if (!reassembler) {
-    reassembler = new Reassembler();
-    reassemblers.set(participant.identity, reassembler);
-  }
-  let msg;
-  try {
-    msg = reassembler.push(payload);
-  } catch (err) {
-    if (!(err instanceof ProtocolError)) throw err;
-    debug.protocolErrors += 1;
-    console.warn('avatar-relay: dropped packet', err.message);
-    return;
-  }
-  if (msg === null) return;
-  debug.messages += 1;
+avatar.on('message', (msg, arrival) => {
+  debug.messages = avatar.stats.messages;
   if (msg.type === 'start' && !debug.conversations.some((c) => c.id === msg.conversationId)) {
     debug.conversations.push({ id: msg.conversationId, codec: msg.codec, startedAt: arrival });
     if (debug.conversations.length > 32) debug.conversations.shift();
@@ -91,16 +44,43 @@ function onData(payload, participant, _kind, topic) {
     debug.arrivals.push([msg.firstFrame, msg.frames.length, Math.round(arrival)]);
     if (debug.arrivals.length > 512) debug.arrivals.shift();
   }
-  receiver.handle(msg, arrival);
-}
-
-async function onTrackSubscribed(track, publication, participant) {
-  if (track.kind !== Track.Kind.Audio || publication.trackName !== AUDIO_TRACK_NAME) return;
+});
+avatar.on('protocolError', (err) => {
+  debug.protocolErrors = avatar.stats.protocolErrors;
+  console.warn('avatar-relay: dropped packet', err.message);
+});
+avatar.on('sample', (state) => {
+  Object.assign(debug, state);
+  debug.lastInterrupted = avatar.receiver.lastInterrupted;
+  debug.interrupts = avatar.receiver.interrupts;
+  debug.foreignPackets = avatar.stats.foreignPackets;
+  debug.sync = syncMeter.summary();
+  overlay.update(state, avatar.receiver, debug.sync ? debug.sync.last : undefined);
+});
+avatar.on('onset', (at) => syncMeter.addOnset(at));
+avatar.on('marker', (m) => syncMeter.addMarker(m.presentedAt));
+avatar.on('avatarTrack', (participant) => {
   debug.relayIdentity = participant.identity;
-  await player.attach(track);
-  presenter.setTrack(track);
   setStatus(`connected: the avatar (${participant.identity}) is here`);
   setControlsEnabled(true);
+});
+avatar.on('error', (err) => fail(err));
+room.on(RoomEvent.Disconnected, () => {
+  debug.joined = false;
+  setControlsEnabled(false);
+  setStatus('disconnected', true);
+});
+
+function setStatus(text, isError = false) {
+  $('status').textContent = text;
+  $('status').classList.toggle('error', isError);
+}
+
+function relayParticipant() {
+  for (const p of room.remoteParticipants.values()) {
+    if (p.attributes[ATTRIBUTE_ROLE] === ROLE_RELAY) return p;
+  }
+  return null;
 }
 
 function setControlsEnabled(on) {
@@ -111,42 +91,14 @@ async function join() {
   $('join').disabled = true;
   setStatus('joining…');
   try {
-    audioContext = new AudioContext({ latencyHint: 'interactive' });
-    await audioContext.resume();
-    player = new TrackPlayer(audioContext, { workletUrl: new URL('worklets.js', import.meta.url).href });
-    await player.loadWorklet();
-    presenter = new Presenter({
-      receiver, renderer, player, overlay,
-      onSample: (state) => {
-        Object.assign(debug, state);
-        debug.lastInterrupted = receiver.lastInterrupted;
-        debug.interrupts = receiver.interrupts;
-        debug.sync = syncMeter.summary();
-        if (debug.sync) state.avOffsetMs = debug.sync.last;
-      },
-    });
-    syncMeter = new SyncMeter();
-    player.onOnset((at) => syncMeter.addOnset(at));
-    presenter.onMarker = (m) => syncMeter.addMarker(m.presentedAt);
+    await avatar.start(); // in the click: browsers start audio only after a user gesture
     const res = await fetch('api/token', { method: 'POST' });
     if (!res.ok) throw new Error(`token request failed: ${res.status} ${await res.text()}`);
     const { url, token, room: roomName, identity } = await res.json();
-    room = new Room({ adaptiveStream: false, dynacast: false });
-    room.on(RoomEvent.DataReceived, onData);
-    room.on(RoomEvent.TrackSubscribed, (...args) => {
-      onTrackSubscribed(...args).catch((err) => fail(err));
-    });
-    room.on(RoomEvent.Disconnected, () => {
-      debug.joined = false;
-      setControlsEnabled(false);
-      setStatus('disconnected', true);
-    });
-    room.on(RoomEvent.ParticipantDisconnected, (p) => reassemblers.delete(p.identity));
     await room.connect(url, token);
     debug.joined = true;
     debug.identity = identity;
     debug.room = roomName;
-    presenter.start();
     setStatus(`joined ${roomName} as ${identity}; waiting for the avatar…`);
   } catch (err) {
     fail(err);
@@ -182,11 +134,11 @@ const api = {
   sendWav,
   /** Base64 WAV, for callers that cannot pass bytes (tests, benchmarks). */
   sendWavBase64: (b64) => sendWav(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))),
-  resetSync: () => syncMeter && syncMeter.reset(),
+  resetSync: () => syncMeter.reset(),
   /** Every marker-vs-onset offset (ms, presented - heard) measured since resetSync(). */
-  syncOffsets: () => (syncMeter ? [...syncMeter.offsets] : []),
+  syncOffsets: () => [...syncMeter.offsets],
   async repeatMe(seconds = REPEAT_SECONDS) {
-    const wav = await recordMicrophoneWav(audioContext, seconds, {
+    const wav = await recordMicrophoneWav(avatar.audioContext, seconds, {
       onLevel: (f) => setStatus(`recording… ${Math.round(f * seconds)} / ${seconds} s`),
     });
     setStatus('sending your recording to the avatar…');

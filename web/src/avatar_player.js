@@ -1,0 +1,198 @@
+// The one object a page needs: given a livekit-client Room, it plays the avatar's audio track
+// and draws the avatar's face in sync with it.
+//
+//   room events ──► per-sender Reassembler ──► AvatarReceiver (Host Mode rules, playout clock)
+//   avatar track ──► TrackPlayer (WebAudio: onset detector, analyser, speaker)
+//   every animation frame: Presenter asks the receiver for the weights of the audio heard now
+//   and hands them to the renderer (the canvas FaceRenderer, or any {draw(weights)}).
+//
+// Only the relay speaks for the avatar: data from a participant without the relay role
+// attribute is counted and dropped.
+
+import { RoomEvent, Track } from 'livekit-client';
+
+import { TrackPlayer } from './audio/player.js';
+import { Presenter } from './presenter.js';
+import {
+  ANIMATION_TOPIC,
+  ATTRIBUTE_ROLE,
+  AUDIO_TRACK_NAME,
+  ProtocolError,
+  ROLE_RELAY,
+  Reassembler,
+} from './protocol/index.js';
+import { AvatarReceiver } from './receiver.js';
+import { FaceRenderer } from './render/face.js';
+
+const EVENTS = new Set(['message', 'protocolError', 'avatarTrack', 'sample', 'marker', 'onset', 'error']);
+const NO_RENDERER = Object.freeze({ draw() {} });
+
+export class AvatarPlayer {
+  /**
+   * `room`: a livekit-client Room (connected or not). `canvas` draws the built-in face;
+   * `renderer` replaces it with any object that has draw(weights). `audioContext` is created
+   * by start() when not given (and then closed by close()).
+   */
+  constructor(room, {
+    canvas = null, renderer = null, audioContext = null, maxBufferedFrames = 2048, workletUrl = null,
+  } = {}) {
+    if (!room || typeof room.on !== 'function') throw new TypeError('AvatarPlayer needs a livekit-client Room');
+    if (renderer !== null && typeof renderer.draw !== 'function') {
+      throw new TypeError('renderer must have a draw(weights) method');
+    }
+    this.room = room;
+    this.renderer = renderer ?? (canvas ? new FaceRenderer(canvas) : null);
+    this.receiver = new AvatarReceiver({ maxBufferedFrames });
+    this.audioContext = audioContext;
+    this.ownsAudioContext = audioContext === null;
+    this.workletUrl = workletUrl;
+    /** The TrackPlayer playing the avatar's audio; set by start(). */
+    this.audio = null;
+    this.presenter = null;
+    /** Identity of the relay whose audio track plays, or null. */
+    this.relayIdentity = null;
+    this.stats = { messages: 0, protocolErrors: 0, foreignPackets: 0, onsets: 0 };
+    this.listeners = new Map();
+    this.reassemblers = new Map();
+    this.audioReady = null;
+    this.roomHandlers = [
+      [RoomEvent.DataReceived, (payload, participant, _kind, topic) => this.onData(payload, participant, topic)],
+      [RoomEvent.TrackSubscribed, (track, publication, participant) => this.onTrack(track, publication, participant)],
+      [RoomEvent.TrackUnsubscribed, (track) => this.onTrackEnded(track)],
+      [RoomEvent.ParticipantDisconnected, (participant) => this.reassemblers.delete(participant.identity)],
+    ];
+    if (this.renderer) this.renderer.draw({});
+  }
+
+  /** The conversation being played, or null. */
+  get conversationId() {
+    return this.receiver.conversationId;
+  }
+
+  /** The last presented state ({conversationId, mode, weights, audioEnergy, ...}), or null. */
+  get state() {
+    return this.presenter ? this.presenter.state : null;
+  }
+
+  /** Subscribe to an event; returns the function that unsubscribes. */
+  on(event, fn) {
+    if (!EVENTS.has(event)) throw new RangeError(`unknown event ${event}`);
+    let set = this.listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(event, set);
+    }
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  emit(event, ...args) {
+    const set = this.listeners.get(event);
+    if (set) for (const fn of set) fn(...args);
+  }
+
+  fail(err) {
+    if (this.listeners.get('error')?.size) this.emit('error', err);
+    else console.error('avatar-relay:', err);
+  }
+
+  /**
+   * Start listening to the room, playing and drawing. Call it from a user gesture (browsers
+   * start audio only then), best before room.connect(); tracks already subscribed are picked up.
+   */
+  async start() {
+    if (this.audioReady !== null) return this.audioReady;
+    for (const [event, fn] of this.roomHandlers) this.room.on(event, fn);
+    this.audioReady = (async () => {
+      if (this.audioContext === null) this.audioContext = new AudioContext({ latencyHint: 'interactive' });
+      await this.audioContext.resume();
+      const audio = new TrackPlayer(this.audioContext, { workletUrl: this.workletUrl });
+      await audio.loadWorklet();
+      audio.onOnset((at) => {
+        this.stats.onsets += 1;
+        this.emit('onset', at);
+      });
+      this.audio = audio;
+      this.presenter = new Presenter({
+        receiver: this.receiver, renderer: this.renderer ?? NO_RENDERER, player: audio,
+        onSample: (state) => this.emit('sample', state),
+      });
+      this.presenter.onMarker = (marker) => this.emit('marker', marker);
+      this.presenter.start();
+    })();
+    await this.audioReady;
+    for (const participant of this.room.remoteParticipants.values()) {
+      for (const publication of participant.trackPublications.values()) {
+        if (publication.track && publication.isSubscribed) this.onTrack(publication.track, publication, participant);
+      }
+    }
+    return this.audioReady;
+  }
+
+  /** Stop drawing and playing, and leave the room's events (the room stays connected). */
+  async close() {
+    for (const [event, fn] of this.roomHandlers) this.room.off(event, fn);
+    const ready = this.audioReady;
+    this.audioReady = null;
+    if (ready !== null) await ready.catch(() => {});
+    if (this.presenter) this.presenter.stop();
+    if (this.audio) this.audio.detach();
+    this.presenter = null;
+    this.audio = null;
+    this.relayIdentity = null;
+    this.reassemblers.clear();
+    if (this.ownsAudioContext && this.audioContext !== null) {
+      const ctx = this.audioContext;
+      this.audioContext = null;
+      await ctx.close();
+    }
+  }
+
+  onData(payload, participant, topic) {
+    if (topic !== ANIMATION_TOPIC || !participant) return;
+    const arrival = performance.now();
+    if (participant.attributes[ATTRIBUTE_ROLE] !== ROLE_RELAY) {
+      this.stats.foreignPackets += 1;
+      return;
+    }
+    let reassembler = this.reassemblers.get(participant.identity);
+    if (!reassembler) {
+      reassembler = new Reassembler();
+      this.reassemblers.set(participant.identity, reassembler);
+    }
+    let msg;
+    try {
+      msg = reassembler.push(payload);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.stats.protocolErrors += 1;
+      this.emit('protocolError', err, participant);
+      return;
+    }
+    if (msg === null) return;
+    this.stats.messages += 1;
+    this.receiver.handle(msg, arrival);
+    this.emit('message', msg, arrival, participant);
+  }
+
+  onTrack(track, publication, participant) {
+    if (track.kind !== Track.Kind.Audio || publication.trackName !== AUDIO_TRACK_NAME) return;
+    if (this.audioReady === null) return;
+    this.audioReady
+      .then(async () => {
+        if (this.audio === null || this.audio.track === track) return;
+        await this.audio.attach(track);
+        this.presenter.setTrack(track);
+        this.relayIdentity = participant.identity;
+        this.emit('avatarTrack', participant, track);
+      })
+      .catch((err) => this.fail(err));
+  }
+
+  onTrackEnded(track) {
+    if (this.audio === null || this.audio.track !== track) return;
+    this.audio.detach();
+    this.presenter.setTrack(null);
+    this.relayIdentity = null;
+  }
+}
