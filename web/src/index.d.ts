@@ -334,6 +334,8 @@ export class TrackPlayer {
   loadWorklet(): Promise<boolean>;
   attach(track: RemoteAudioTrack): Promise<void>;
   detach(): void;
+  /** Silence the track (its conversation plays from data instead), or not. */
+  setTrackMuted(muted: boolean): void;
   /** RMS (0..1) of what is playing now. */
   energy(): number;
   /** What WebAudio adds between the graph and the speaker (ms). */
@@ -401,6 +403,14 @@ export interface AvatarPlayerOptions {
   audioContext?: AudioContext | null;
   /** Frames buffered per conversation at most (default 2048). */
   maxBufferedFrames?: number;
+  /**
+   * Where a conversation's audio plays from: 'auto' (default: from the `audio` messages when
+   * the relay sends it only as data, `audio.transport` = "data"; else the track), 'track', or
+   * 'data' (from the messages whenever they are sent, so also for "both").
+   */
+  audioSource?: 'auto' | 'track' | 'data';
+  /** How far behind the first chunk's arrival audio sent as data starts (ms, default 150). */
+  dataAudioLeadMs?: number;
 }
 
 /** Plays the avatar of a LiveKit room: its audio track, and its face in sync with it. */
@@ -413,6 +423,21 @@ export class AvatarPlayer {
   readonly audioContext: AudioContext | null;
   /** The audio player, once started. */
   readonly audio: TrackPlayer | null;
+  readonly audioSource: 'auto' | 'track' | 'data';
+  /** Counters of the audio played from data, once started. */
+  readonly dataAudio: {
+    readonly conversationId: string | null;
+    readonly stats: {
+      readonly conversations: number;
+      readonly chunks: number;
+      readonly samples: number;
+      /** Chunks that came after their time (the audio resumed after a gap). */
+      readonly late: number;
+      readonly gaps: number;
+      readonly duplicates: number;
+      readonly stale: number;
+    };
+  } | null;
   /** Identity of the relay whose audio plays, or null. */
   readonly relayIdentity: string | null;
   readonly conversationId: string | null;
