@@ -256,11 +256,15 @@ class WorkerProcess:
 
     async def wait_for_output(self, text: str, *, after: int = 0) -> str:
         """Wait for an output line containing ``text`` (from line ``after`` on); return it."""
+        return (await self.wait_for_output_at(text, after=after))[1]
+
+    async def wait_for_output_at(self, text: str, *, after: int = 0) -> tuple[int, str]:
+        """Like :meth:`wait_for_output`, also returning the line's index."""
         seen = after
         while True:
-            for line in self._lines[seen:]:
-                if text in line:
-                    return line
+            for index in range(seen, len(self._lines)):
+                if text in self._lines[index]:
+                    return index, self._lines[index]
             seen = len(self._lines)
             self._new_line.clear()
             await self._new_line.wait()
@@ -268,6 +272,15 @@ class WorkerProcess:
     @property
     def line_count(self) -> int:
         return len(self._lines)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the worker's main process (a crash: no drain, no goodbye to the server)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
 
     @property
     def returncode(self) -> int | None:
