@@ -221,9 +221,7 @@ class RoomTracker:
         # Only dispatches whose every job is a relay found dead here: a dispatch just made
         # by another reconciler has no job yet and must stay.
         dead = set(remove_stale)
-        old = tuple(
-            d for d, ids in room.dispatch_participants.items() if ids and set(ids) <= dead
-        )
+        old = tuple(d for d, ids in room.dispatch_participants.items() if ids and set(ids) <= dead)
         return RoomActions(remove_stale=remove_stale, redispatch=reason, delete_dispatches=old)
 
 

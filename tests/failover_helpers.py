@@ -58,9 +58,9 @@ def job_pid(started_line: str) -> int:
     return int(json.loads(started_line[started_line.index("{") :])["pid"])
 
 
-async def wait_job_started(workers: list[WorkerProcess], room: str, marks: list[int]) -> tuple[
-    WorkerProcess, int
-]:
+async def wait_job_started(
+    workers: list[WorkerProcess], room: str, marks: list[int]
+) -> tuple[WorkerProcess, int]:
     """The worker that started a relay job for ``room`` (after each worker's mark), and its pid."""
 
     async def one(w: WorkerProcess, mark: int) -> tuple[WorkerProcess, int]:

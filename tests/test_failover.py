@@ -28,9 +28,7 @@ refuse every job (the lost-dispatch problem the reconciler reports)."""
 
 async def start_workers(endpoint: LiveKitEndpoint, n: int, tag: str) -> list[WorkerProcess]:
     workers = [
-        WorkerProcess(
-            endpoint, env=WORKER_ENV, log_path=LOG_DIR / f"worker-failover-{tag}-{i}.log"
-        )
+        WorkerProcess(endpoint, env=WORKER_ENV, log_path=LOG_DIR / f"worker-failover-{tag}-{i}.log")
         for i in range(n)
     ]
     await asyncio.gather(*(w.start() for w in workers))
