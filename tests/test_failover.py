@@ -16,6 +16,7 @@ from failover_helpers import RelayWatch, send_wav, sigkill, wait_job_started
 from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_wav
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay
+from avatar_relay.client import AvatarReceiver
 from avatar_relay.protocol import ConversationEnd, ConversationStart
 
 pytestmark = pytest.mark.e2e
@@ -60,25 +61,52 @@ async def test_job_sigkill_brings_a_new_relay_within_10s(
 ) -> None:
     viewer = await join_room(room_name, "viewer", attributes=CONTROLLER)
     watch = RelayWatch(viewer)
+    receiver = AvatarReceiver(viewer)
+    left_at: list[float] = []
+    joined: list[str] = []
+    receiver.on("relay_left", lambda p: left_at.append(time.monotonic()))
+    adopted = asyncio.Event()
+
+    def _joined(p: object) -> None:
+        joined.append(p.identity)  # type: ignore[attr-defined]
+        adopted.set()
+
+    receiver.on("relay_joined", _joined)
+    receiver.start()
     marks = [w.line_count for w in two_workers]
     await dispatch_relay(livekit_server, room_name, AGENT)
-    async with asyncio.timeout(30):
-        _, pid = await wait_job_started(two_workers, room_name, marks)
-        first = await watch.wait_relay()
-
-    killed_at = sigkill(pid)
-    async with asyncio.timeout(FAILOVER_BUDGET_S):
-        second = await watch.wait_relay(not_in={first})
-    took = time.monotonic() - killed_at
-    print(f"job SIGKILL -> new relay visible in {took:.2f} s")
-    assert took < FAILOVER_BUDGET_S
-
-    listener = Listener(viewer)
     try:
-        await speak_and_finish(listener, viewer, second)
+        async with asyncio.timeout(30):
+            _, pid = await wait_job_started(two_workers, room_name, marks)
+            first = await watch.wait_relay()
+
+        killed_at = sigkill(pid)
+        async with asyncio.timeout(FAILOVER_BUDGET_S):
+            second = await watch.wait_relay(not_in={first})
+        took = time.monotonic() - killed_at
+        print(f"job SIGKILL -> new relay visible in {took:.2f} s")
+        assert took < FAILOVER_BUDGET_S
+        # The receiver noticed the silence within 1 s (+ scheduling slack), and adopts the
+        # new relay although the dead one may still be listed.
+        assert left_at, "the receiver never dropped the dead relay"
+        noticed = left_at[0] - killed_at
+        print(f"receiver noticed the dead relay after {noticed:.2f} s")
+        assert noticed < 1.5
+        async with asyncio.timeout(5):
+            while receiver.relay_identity != second:
+                adopted.clear()
+                await adopted.wait()
+        assert joined == [first, second]
+
+        listener = Listener(viewer)
+        try:
+            await speak_and_finish(listener, viewer, second)
+        finally:
+            await listener.aclose()
+        assert all(w.returncode is None for w in two_workers)
+        assert receiver.protocol_errors == 0
     finally:
-        await listener.aclose()
-    assert all(w.returncode is None for w in two_workers)
+        await receiver.aclose()
 
 
 async def test_worker_sigkill_every_room_gets_its_avatar_back_within_10s(
