@@ -60,6 +60,24 @@ function relayParticipant() {
   return null;
 }
 
+// A relay sends on the data topic at least every 200 ms (idle) or 500 ms (audio-only start
+// repeats). Silent for this long, it is dead: its participant may stay listed for ~20 s.
+const HEARTBEAT_TIMEOUT_MS = 1000;
+const heartbeat = { relay: null, lastHeard: 0, silent: new Set(), timer: null };
+
+function watchHeartbeat() {
+  heartbeat.timer = setInterval(() => {
+    if (heartbeat.relay === null) return;
+    if (performance.now() - heartbeat.lastHeard <= HEARTBEAT_TIMEOUT_MS) return;
+    console.warn('avatar-relay: relay heartbeat lost', heartbeat.relay);
+    heartbeat.silent.add(heartbeat.relay);
+    reassemblers.delete(heartbeat.relay);
+    heartbeat.relay = null;
+    debug.relayLost = (debug.relayLost || 0) + 1;
+    receiver.relayLost();
+  }, 100);
+}
+
 function onData(payload, participant, _kind, topic) {
   if (topic !== ANIMATION_TOPIC || !participant) return;
   const arrival = performance.now();
@@ -67,6 +85,14 @@ function onData(payload, participant, _kind, topic) {
     debug.foreignPackets += 1; // only the relay speaks for the avatar
     return;
   }
+  if (heartbeat.relay === null) {
+    heartbeat.relay = participant.identity; // the first relay heard (again) is followed
+    heartbeat.silent.delete(participant.identity);
+  } else if (heartbeat.relay !== participant.identity) {
+    debug.foreignPackets += 1; // a second relay (being removed by failover) is ignored
+    return;
+  }
+  heartbeat.lastHeard = arrival;
   let reassembler = reassemblers.get(participant.identity);
   if (!reassembler) {
     reassembler = new Reassembler();
@@ -141,7 +167,15 @@ async function join() {
       setControlsEnabled(false);
       setStatus('disconnected', true);
     });
-    room.on(RoomEvent.ParticipantDisconnected, (p) => reassemblers.delete(p.identity));
+    room.on(RoomEvent.ParticipantDisconnected, (p) => {
+      reassemblers.delete(p.identity);
+      heartbeat.silent.delete(p.identity);
+      if (heartbeat.relay === p.identity) {
+        heartbeat.relay = null;
+        receiver.relayLost();
+      }
+    });
+    watchHeartbeat();
     await room.connect(url, token);
     debug.joined = true;
     debug.identity = identity;
