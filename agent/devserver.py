@@ -71,7 +71,16 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class LocalLiveKitServer:
     """A livekit-server child process bound to 127.0.0.1 with its own ports and log file."""
 
-    def __init__(self, *, binary: Path | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        log_dir: Path | None = None,
+        redis_address: str | None = None,
+    ) -> None:
+        """``redis_address`` (host:port) makes this one node of a multi-node deployment:
+        nodes sharing a Redis share rooms, agent workers and dispatch."""
+        self._redis_address = redis_address
         self._binary = binary
         self._log_dir = log_dir
         self._proc: asyncio.subprocess.Process | None = None
@@ -107,6 +116,8 @@ class LocalLiveKitServer:
             API_KEY=DEV_API_KEY,
             API_SECRET=DEV_API_SECRET,
         )
+        if self._redis_address is not None:
+            config += f"redis:\n  address: {self._redis_address}\n"
         config_path = workdir / "livekit-server.yaml"
         config_path.write_text(config)
         self._log_path = (self._log_dir or workdir) / f"livekit-server-{signal_port}.log"
@@ -169,6 +180,63 @@ class LocalLiveKitServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class LocalRedis:
+    """A ``redis-server`` child process on a free loopback port, keeping nothing on disk."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, *, timeout: float = 10.0) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise DevServerError("redis-server not found: run `bash scripts/setup.sh`")
+        self.port = free_port()
+        self._proc = await asyncio.create_subprocess_exec(
+            binary, "--bind", "127.0.0.1", "--port", str(self.port),
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(self._wait_ready(), timeout)
+        except TimeoutError as exc:
+            await self.aclose()
+            raise DevServerError("redis-server did not answer PING") from exc
+        return self.address
+
+    async def _wait_ready(self) -> None:
+        while True:
+            assert self._proc is not None
+            if self._proc.returncode is not None:
+                raise DevServerError(f"redis-server exited with code {self._proc.returncode}")
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"PING\r\n")
+                await writer.drain()
+                reply = await reader.readline()
+                writer.close()
+                if reply.startswith(b"+PONG"):
+                    return
+            # Nothing to await: redis tells us it is up only by answering.
+            await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 class WorkerProcess:
