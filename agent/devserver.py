@@ -98,6 +98,11 @@ class LocalLiveKitServer:
     def log_path(self) -> Path | None:
         return self._log_path
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (fault tests pause and kill it)."""
+        return None if self._proc is None else self._proc.pid
+
     def log_tail(self, lines: int = 60) -> str:
         if self._log_path is None or not self._log_path.exists():
             return "(no log)"
