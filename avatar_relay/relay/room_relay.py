@@ -46,8 +46,10 @@ CHUNK_MS = 10
 """Audio is captured into the track in 10 ms chunks, WebRTC's own frame size."""
 AUDIO_DATA_CHUNK_MS = 100
 """Audio sent as data (audio transport ``data``/``both``) goes in 100 ms messages."""
-START_REPEAT_S = 1.0
-"""A playing conversation's start is repeated this often, for participants who join late."""
+START_REPEAT_S = 0.5
+"""A playing conversation's start is repeated this often, for participants who join late.
+It is also the heartbeat of an audio-only conversation (no frames, no idle messages), so it
+stays well under the receivers' 1 s heartbeat timeout."""
 IDLE_SILENCE_MS = 10
 """Silence kept queued on the track between conversations (the receivers' clock keeps going)."""
 MOTION_OPEN_TIMEOUT = 2.0
