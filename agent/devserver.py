@@ -285,8 +285,10 @@ class WorkerProcess:
             "LIVEKIT_API_KEY": self._endpoint.api_key,
             "LIVEKIT_API_SECRET": self._endpoint.api_secret,
             "AVATAR_RELAY_AGENT__HTTP_PORT": "0",
-            # A busy 2-core dev machine must not make the only worker refuse its jobs.
+            # A busy 2-core dev machine must not make the only worker refuse its jobs: it
+            # reports load as rooms / max_rooms instead of the machine's CPU use.
             "AVATAR_RELAY_AGENT__LOAD_THRESHOLD": "1000",
+            "AVATAR_RELAY_AGENT__MAX_ROOMS": "100",
             # Its own metrics port, so parallel workers on one machine never collide.
             "AVATAR_RELAY_AGENT__METRICS_PORT": str(self.metrics_port),
             "PYTHONUNBUFFERED": "1",
