@@ -27,7 +27,8 @@ class _JumpingSelector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
         if not ready and timeout is not None and timeout > 0:
-            self._loop.advance(timeout)
+            # At least a microsecond: a tinier step can vanish in the float's rounding.
+            self._loop.advance(max(timeout, 1e-6))
         elif not ready and timeout is None:
             # Nothing is scheduled at all: only another thread can wake us; wait for real.
             ready = super().select(1.0)
@@ -56,6 +57,12 @@ def run_virtual(
     try:
         return loop.run_until_complete(_bounded(main(), limit_s))
     finally:
+        # Whatever the test left running is cancelled and reaped, so nothing leaks across.
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 

@@ -17,6 +17,7 @@ construction; the relay derives its playback events, protocol notices and metric
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import secrets
 from collections import deque
@@ -284,7 +285,8 @@ class Conversation:
         Padding is not input: it does not delay the input idle timeout.
         """
         if not self._input_closed and samples > 0:
-            self._append(np.zeros(samples, dtype=np.int16))
+            silence = np.zeros(samples, dtype=np.int16)
+            self._append(silence)  # fed to the motion too: the face keeps time
 
     def _append(self, pcm: Int16Array) -> None:
         self._received += len(pcm)
@@ -411,7 +413,6 @@ class Conversation:
 
     async def wait_frames_changed(self, timeout: float | None) -> None:
         self._frames_changed.clear()
-        try:
-            await asyncio.wait_for(self._frames_changed.wait(), timeout)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._frames_changed.wait()

@@ -68,7 +68,7 @@ class FramePacer:
             return
         samples_per_frame = self._rate / info.fps
         k = 0
-        while conv.animation is Animation.ANIMATED:
+        while conv.animation is Animation.ANIMATED and not conv.interrupt_requested:
             if conv.input_closed and k * samples_per_frame >= conv.received_samples:
                 return  # every frame that has audio was sent
             await self._wait_anchor()
@@ -88,7 +88,7 @@ class FramePacer:
         nothing at all for the stall timeout is the conversation audio-only.
         """
         conv = self._conv
-        while conv.animation is Animation.ANIMATED:
+        while conv.animation is Animation.ANIMATED and not conv.interrupt_requested:
             if k in conv.frames:
                 return k
             later = [i for i in conv.frames if i > k]

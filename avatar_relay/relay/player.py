@@ -45,6 +45,8 @@ from .publisher import now_us
 
 AUDIO_DATA_CHUNK_MS = 100
 """Audio sent as data (audio transport ``data``/``both``) goes in 100 ms messages."""
+SILENCE_SLACK_S = 0.001
+"""Idle silence is topped up when this close to the low-water mark (no sub-ms wake-ups)."""
 UNDERRUN_MARGIN_S = 0.015
 """A playing conversation waits for its producer only while the sink has this much left."""
 
@@ -436,7 +438,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
                 now = self._clock()
                 if deadline is not None and now >= deadline:
                     return
-                if self._sink.queued_seconds() <= low_water:
+                if self._sink.queued_seconds() <= low_water + SILENCE_SLACK_S:
                     try:
                         await self._sink.write(np.zeros(self._chunk, dtype=np.int16))
                     except Exception as exc:  # an idle sink hiccup must not stop the relay
