@@ -187,7 +187,7 @@ class TestDefect3PacerAndMotionFailures:
         """Defect 3: a stream ending audio-only with a reason was labelled motion_empty."""
 
         async def main() -> None:
-            end = MotionStreamEnd(audio_only=True, reason="connection refused")
+            end = MotionStreamEnd(audio_only=True, reason="connection refused", failed=True)
             rig = make_rig(Script(stop_after=0, end=end))
             cid = await speak(rig, tone(0.5, 1000))
             await finished(rig, cid)
@@ -294,6 +294,55 @@ def test_interrupt_stops_audio_and_frames_at_once_and_reports_what_was_heard() -
         assert of(rig, Interrupt, handle.id)
         await finished(rig, queued)  # the queued one still plays
         assert of(rig, ConversationEnd, queued)
+        await rig.player.aclose()
+
+    run_virtual(main)
+
+
+def test_defect6_a_segment_refused_by_a_busy_relay_is_dropped_whole_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Defect 6: the drop-in retried (and logged) on every frame of a refused segment, then
+    started it mid-sentence when a slot freed."""
+    from livekit import rtc
+
+    from avatar_relay.relay import AvatarAudioOutput
+
+    def frame(value: int) -> rtc.AudioFrame:
+        pcm = tone(0.01, value)
+        return rtc.AudioFrame(pcm.tobytes(), RATE, 1, len(pcm))
+
+    async def main() -> None:
+        rig = make_rig(max_pending=1)
+        await speak(rig, tone(0.5, 1000))  # plays
+        while rig.player.current_conversation_id is None:
+            await asyncio.sleep(0.01)
+        await speak(rig, tone(0.5, 1000))  # fills the queue
+        output = AvatarAudioOutput(rig.player)
+        opened: list[str] = []
+        rig.player.on("playback_started", opened.append)
+        for _ in range(50):
+            await output.capture_frame(frame(3000))
+        while rig.player.busy:  # a slot frees while the refused segment still streams
+            await output.capture_frame(frame(3000))
+            await asyncio.sleep(0.01)
+        for _ in range(10):
+            await output.capture_frame(frame(3000))
+        output.flush()
+        await asyncio.sleep(1.0)
+        assert 3000 not in rig.sink.emitted(), "the refused segment started mid-sentence"
+        dropped = [r for r in caplog.records if r.getMessage() == "agent audio segment dropped"]
+        assert len(dropped) == 1
+        # The next segment plays normally.
+        for _ in range(20):
+            await output.capture_frame(frame(4000))
+        output.flush()
+        while not rig.player.busy:
+            await asyncio.sleep(0.01)
+        while rig.player.busy:
+            await asyncio.sleep(0.05)
+        assert 4000 in rig.sink.emitted()
+        await output.aclose()
         await rig.player.aclose()
 
     run_virtual(main)

@@ -599,9 +599,9 @@ def _audio_only_reason(conv: Conversation, end: MotionStreamEnd) -> AudioOnlyRea
     if conv.frames_sent > 0 or conv.frames:
         # Giving up after some animation is a failure (e.g. the service erred mid-request).
         return "motion_failed"
-    # A stated reason (refused connection, quota, ...) means the service was unavailable;
-    # only a stream that ends with nothing to say had nothing to show.
-    return "motion_unavailable" if end.reason else "motion_empty"
+    # A failed source (refused connection, quota, ...) was unavailable; only a source that
+    # worked and had no animation for this audio is empty.
+    return "motion_unavailable" if end.failed else "motion_empty"
 
 
 def _failure_of(task: asyncio.Task[None]) -> BaseException | None:
