@@ -67,10 +67,23 @@ def of(rig: Rig, kind: type, cid: str) -> list:  # type: ignore[type-arg]
 
 
 async def finished(rig: Rig, cid: str) -> None:
-    while not of(rig, ConversationEnd, cid) and not of(rig, Interrupt, cid):
-        await asyncio.sleep(0.05)
-    while rig.player.busy:
-        await asyncio.sleep(0.05)
+    """Until the conversation is ended or interrupted (woken by its events, no polling)."""
+    done = asyncio.Event()
+
+    def on_event(ev: ConversationEvent) -> None:
+        if isinstance(ev, PhaseChanged) and ev.conversation_id == cid and ev.new in FINAL:
+            done.set()
+
+    rig.player.on("conversation_event", on_event)
+    try:
+        if not (of(rig, ConversationEnd, cid) or of(rig, Interrupt, cid)):
+            await done.wait()
+        await asyncio.sleep(0.5)  # virtual: lets the pump settle after the last transition
+    finally:
+        rig.player.off("conversation_event", on_event)
+
+
+FINAL = (Phase.ENDED, Phase.INTERRUPTED)
 
 
 def test_a_conversation_goes_through_every_phase_once_with_exactly_timed_frames() -> None:
@@ -314,18 +327,20 @@ def test_defect6_a_segment_refused_by_a_busy_relay_is_dropped_whole_and_logged_o
 
     async def main() -> None:
         rig = make_rig(max_pending=1)
-        await speak(rig, tone(0.5, 1000))  # plays
-        while rig.player.current_conversation_id is None:
-            await asyncio.sleep(0.01)
-        await speak(rig, tone(0.5, 1000))  # fills the queue
+        first = await speak(rig, tone(0.5, 1000))  # plays
+        await asyncio.sleep(0.05)
+        assert rig.player.current_conversation_id == first
+        second = await speak(rig, tone(0.5, 1000))  # fills the queue
         output = AvatarAudioOutput(rig.player)
         opened: list[str] = []
         rig.player.on("playback_started", opened.append)
         for _ in range(50):
             await output.capture_frame(frame(3000))
-        while rig.player.busy:  # a slot frees while the refused segment still streams
+        for _ in range(150):  # a slot frees while the refused segment still streams
             await output.capture_frame(frame(3000))
             await asyncio.sleep(0.01)
+        assert not rig.player.busy
+        assert of(rig, ConversationEnd, second)
         for _ in range(10):
             await output.capture_frame(frame(3000))
         output.flush()
@@ -337,10 +352,7 @@ def test_defect6_a_segment_refused_by_a_busy_relay_is_dropped_whole_and_logged_o
         for _ in range(20):
             await output.capture_frame(frame(4000))
         output.flush()
-        while not rig.player.busy:
-            await asyncio.sleep(0.01)
-        while rig.player.busy:
-            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
         assert 4000 in rig.sink.emitted()
         await output.aclose()
         await rig.player.aclose()
