@@ -357,7 +357,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         """Send the playing conversation's start (and audio-only notice) again, unchanged.
 
         The server tells us of a joiner up to ~3 s late (it batches the arrival of
-        participants that do not publish), so the start is also repeated every second;
+        participants that do not publish), so the start is also repeated every half second;
         receivers ignore a start they already have (same seq).
         """
         pb = self._playback
