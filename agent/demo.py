@@ -25,8 +25,8 @@ from typing import Final
 from aiohttp import web
 from livekit import api
 
+from avatar_relay import load_settings
 from avatar_relay.protocol import ATTRIBUTE_ROLE, ROLE_RELAY
-from avatar_relay.settings import load_settings
 
 from .devserver import PROJECT_ROOT, LiveKitEndpoint, LocalLiveKitServer, WorkerProcess
 

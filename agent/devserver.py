@@ -72,7 +72,16 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class LocalLiveKitServer:
     """A livekit-server child process bound to 127.0.0.1 with its own ports and log file."""
 
-    def __init__(self, *, binary: Path | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        log_dir: Path | None = None,
+        redis_address: str | None = None,
+    ) -> None:
+        """``redis_address`` (host:port) makes this one node of a multi-node deployment:
+        nodes sharing a Redis share rooms, agent workers and dispatch."""
+        self._redis_address = redis_address
         self._binary = binary
         self._log_dir = log_dir
         self._proc: asyncio.subprocess.Process | None = None
@@ -89,6 +98,11 @@ class LocalLiveKitServer:
     @property
     def log_path(self) -> Path | None:
         return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (fault tests pause and kill it)."""
+        return None if self._proc is None else self._proc.pid
 
     def log_tail(self, lines: int = 60) -> str:
         if self._log_path is None or not self._log_path.exists():
@@ -108,6 +122,8 @@ class LocalLiveKitServer:
             API_KEY=DEV_API_KEY,
             API_SECRET=DEV_API_SECRET,
         )
+        if self._redis_address is not None:
+            config += f"redis:\n  address: {self._redis_address}\n"
         config_path = workdir / "livekit-server.yaml"
         config_path.write_text(config)
         self._log_path = (self._log_dir or workdir) / f"livekit-server-{signal_port}.log"
@@ -172,6 +188,63 @@ class LocalLiveKitServer:
         await self.aclose()
 
 
+class LocalRedis:
+    """A ``redis-server`` child process on a free loopback port, keeping nothing on disk."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, *, timeout: float = 10.0) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise DevServerError("redis-server not found: run `bash scripts/setup.sh`")
+        self.port = free_port()
+        self._proc = await asyncio.create_subprocess_exec(
+            binary, "--bind", "127.0.0.1", "--port", str(self.port),
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(self._wait_ready(), timeout)
+        except TimeoutError as exc:
+            await self.aclose()
+            raise DevServerError("redis-server did not answer PING") from exc
+        return self.address
+
+    async def _wait_ready(self) -> None:
+        while True:
+            assert self._proc is not None
+            if self._proc.returncode is not None:
+                raise DevServerError(f"redis-server exited with code {self._proc.returncode}")
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"PING\r\n")
+                await writer.drain()
+                reply = await reader.readline()
+                writer.close()
+                if reply.startswith(b"+PONG"):
+                    return
+            # Nothing to await: redis tells us it is up only by answering.
+            await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
 class WorkerProcess:
     """``python -m agent start`` as a child process, connected to a given server.
 
@@ -212,8 +285,10 @@ class WorkerProcess:
             "LIVEKIT_API_KEY": self._endpoint.api_key,
             "LIVEKIT_API_SECRET": self._endpoint.api_secret,
             "AVATAR_RELAY_AGENT__HTTP_PORT": "0",
-            # A busy 2-core dev machine must not make the only worker refuse its jobs.
+            # A busy 2-core dev machine must not make the only worker refuse its jobs: it
+            # reports load as rooms / max_rooms instead of the machine's CPU use.
             "AVATAR_RELAY_AGENT__LOAD_THRESHOLD": "1000",
+            "AVATAR_RELAY_AGENT__MAX_ROOMS": "100",
             # Its own metrics port, so parallel workers on one machine never collide.
             "AVATAR_RELAY_AGENT__METRICS_PORT": str(self.metrics_port),
             "PYTHONUNBUFFERED": "1",
@@ -264,11 +339,15 @@ class WorkerProcess:
 
     async def wait_for_output(self, text: str, *, after: int = 0) -> str:
         """Wait for an output line containing ``text`` (from line ``after`` on); return it."""
+        return (await self.wait_for_output_at(text, after=after))[1]
+
+    async def wait_for_output_at(self, text: str, *, after: int = 0) -> tuple[int, str]:
+        """Like :meth:`wait_for_output`, also returning the line's index."""
         seen = after
         while True:
-            for line in self._lines[seen:]:
-                if text in line:
-                    return line
+            for index in range(seen, len(self._lines)):
+                if text in self._lines[index]:
+                    return index, self._lines[index]
             seen = len(self._lines)
             self._new_line.clear()
             await self._new_line.wait()
@@ -276,6 +355,15 @@ class WorkerProcess:
     @property
     def line_count(self) -> int:
         return len(self._lines)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the worker's main process (a crash: no drain, no goodbye to the server)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
 
     @property
     def returncode(self) -> int | None:

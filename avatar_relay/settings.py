@@ -50,6 +50,8 @@ class AgentSettings(_Section):
     http_port: int = Field(default=8081, ge=0, le=65535)
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
     load_threshold: float = Field(default=0.7, gt=0.0)
+    failover: bool = True
+    max_rooms: int = Field(default=0, ge=0, le=10_000)
 
 
 class AudioSettings(_Section):

@@ -12,10 +12,12 @@ import logging
 import os
 import sys
 import tempfile
+from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, cli
 
+from .failover import Reconciler, RelayHeartbeat
 from .motion import motion_source_from_settings
 from .relay import RoomRelay
 from .relay.control import RelayControl
@@ -52,8 +54,12 @@ async def run_relay_job(ctx: JobContext) -> None:
         settings=settings,
         motion_factory=lambda name: motion_source_from_settings(settings, name),
     )
-    await relay.start()
+    # Handlers first: the role attribute published by start() tells participants they may
+    # speak to us, and a WAV sent before the handler exists is dropped by the SDK.
     control.register()
+    await relay.start()
+    heartbeat = RelayHeartbeat(room)
+    heartbeat.start()
 
     closed = False
 
@@ -62,6 +68,7 @@ async def run_relay_job(ctx: JobContext) -> None:
         if closed:
             return
         closed = True
+        await heartbeat.aclose()
         await control.aclose()
         source = relay.motion_source
         await relay.aclose()
@@ -71,7 +78,7 @@ async def run_relay_job(ctx: JobContext) -> None:
     ctx.proc.userdata[(_CLOSE_RELAY, ctx.job.id)] = _shutdown
     ctx.add_shutdown_callback(_shutdown)  # in case the session-end hook did not run
     _shutdown_when_empty(ctx, room)
-    logger.info("relay job started", extra={"room": room.name})
+    logger.info("relay job started", extra={"room": room.name, "pid": os.getpid()})
 
 
 _CLOSE_RELAY = "avatar-relay.close"
@@ -115,11 +122,50 @@ def _shutdown_when_empty(ctx: JobContext, room: rtc.Room) -> None:
     room.on("participant_disconnected", _check)
 
 
+class RelayServer(AgentServer):
+    """The livekit-agents server plus the failover reconciler in its main process.
+
+    The reconciler starts once the worker is registered (the LiveKit URL and keys are known
+    then) and stops before the server closes.
+    """
+
+    def __init__(self, *, agent_name: str, failover: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._relay_agent_name = agent_name
+        self._reconciler: Reconciler | None = None
+        if failover:
+            self.on("worker_registered", self._start_reconciler)
+
+    def _start_reconciler(self, *_: object) -> None:
+        if self._reconciler is not None:
+            return  # re-registered after a reconnect: the reconciler kept running
+        self._reconciler = Reconciler(
+            url=os.environ["LIVEKIT_URL"],
+            api_key=os.environ["LIVEKIT_API_KEY"],
+            api_secret=os.environ["LIVEKIT_API_SECRET"],
+            agent_name=self._relay_agent_name,
+        )
+        self._reconciler.start()
+
+    async def aclose(self) -> None:
+        if self._reconciler is not None:
+            await self._reconciler.aclose()
+        await super().aclose()
+
+
 def build_server(settings: Settings) -> AgentServer:
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
         prefix="avatar-relay-metrics-"
     )
-    server = AgentServer(
+    max_rooms = settings.agent.max_rooms
+
+    def _rooms_load(srv: AgentServer) -> float:
+        return min(len(srv.active_jobs) / max_rooms, 1.0)
+
+    server = RelayServer(
+        load_fnc=_rooms_load if max_rooms else None,
+        agent_name=settings.agent.name,
+        failover=settings.agent.failover,
         setup_fnc=_prewarm,
         load_threshold=settings.agent.load_threshold,
         drain_timeout=DRAIN_TIMEOUT_S,

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-APT_PACKAGES=(espeak-ng sox chromium chromium-driver)
+APT_PACKAGES=(espeak-ng sox chromium chromium-driver redis-server)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

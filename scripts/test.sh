@@ -5,9 +5,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 echo; echo "==> ruff"
-.venv/bin/ruff check agent tests bench
+.venv/bin/ruff check avatar_relay agent tests bench examples
 echo; echo "==> mypy (strict)"
 .venv/bin/mypy
+.venv/bin/mypy --strict examples
 echo; echo "==> pytest"
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -179,8 +179,8 @@ async def running_relay(
         settings=settings,
         motion_factory=motion_factory or (lambda n: motion_source_from_settings(settings, n)),
     )
-    await relay.start()
     control.register()
+    await relay.start()
     try:
         yield RelayUnderTest(room, relay, control, settings)
     finally:

@@ -251,7 +251,8 @@ async def relay_in(
 
 
 async def start_receiver(join_room: JoinRoom, room: str, identity: str) -> Collector:
-    receiver = AvatarReceiver(await join_room(room, identity))
+    # The scripted relay of these tests sends no idle heartbeat: a silence is no death here.
+    receiver = AvatarReceiver(await join_room(room, identity), heartbeat_timeout=60)
     receiver.start()
     return Collector(receiver)
 

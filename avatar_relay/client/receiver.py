@@ -31,6 +31,9 @@ from .sync import ConversationEvent, PlayoutSync, ReceiverStats, SyncedFrame
 
 logger = logging.getLogger("avatar_relay.client")
 
+HEARTBEAT_TIMEOUT_S = 1.0
+"""A relay silent on the data topic this long is taken for dead (it sends every 200 ms)."""
+
 ReceiverEvent = Literal["conversation", "relay_joined", "relay_left"]
 """``conversation`` gets a :class:`ConversationEvent`; the relay events get the participant."""
 
@@ -69,13 +72,20 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
         default_jitter_delay: float = 0.04,
         audio_path_delay: float = 0.02,
         stats_interval: float = 0.5,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
         max_queued: int = 100,
         controller: HostModeController | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        if stats_interval <= 0 or max_queued < 1:
-            raise ValueError("stats_interval and max_queued must be positive")
+        if stats_interval <= 0 or max_queued < 1 or heartbeat_timeout <= 0:
+            raise ValueError("stats_interval, heartbeat_timeout and max_queued must be positive")
+        self._heartbeat_timeout = heartbeat_timeout
+        self._last_heard = 0.0
+        self._heard = asyncio.Event()
+        self._silent: set[str] = set()
+        """Relays dropped for silence; adopted again only if they speak again."""
+        self._watchdog_atask: asyncio.Task[None] | None = None
         self._room = room
         self._topic = topic
         self._sample_rate = sample_rate
@@ -132,6 +142,9 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
         self._listen("track_unsubscribed", self._on_track_unsubscribed)
         self._listen("data_received", self._on_data)
         self._stats_atask = asyncio.create_task(self._poll_jitter(), name="avatar-receiver.stats")
+        self._watchdog_atask = asyncio.create_task(
+            self._watch_heartbeat(), name="avatar-receiver.heartbeat"
+        )
         self._find_relay()
 
     async def aclose(self) -> None:
@@ -143,7 +156,9 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
             self._room.off(event, handler)
         self._handlers.clear()
         self._stop_stream()
-        tasks = [t for t in (self._stats_atask, *self._closing) if t is not None]
+        tasks = [
+            t for t in (self._stats_atask, self._watchdog_atask, *self._closing) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -186,13 +201,15 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
         if self._relay is not None:
             return
         for participant in self._room.remote_participants.values():
-            if is_relay(participant):
+            if is_relay(participant) and participant.identity not in self._silent:
                 self._adopt(participant)
                 return
 
     def _adopt(self, participant: rtc.RemoteParticipant) -> None:
         logger.info("relay found", extra={"relay": participant.identity})
         self._relay = participant
+        self._last_heard = self._clock()
+        self._heard.set()
         self._reassembler = Reassembler()
         self._sync.reset()
         self.emit("relay_joined", participant)
@@ -227,10 +244,12 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
             publication.set_subscribed(True)  # the room may not auto-subscribe
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        self._silent.discard(participant.identity)  # a new session under an old identity
         if self._relay is None and is_relay(participant):
             self._adopt(participant)
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        self._silent.discard(participant.identity)
         if self._relay is not None and participant.identity == self._relay.identity:
             self._drop_relay("disconnected")
 
@@ -239,7 +258,11 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
             return
         if participant is self._relay and not is_relay(participant):
             self._drop_relay("role removed")
-        elif self._relay is None and is_relay(participant):
+        elif (
+            self._relay is None
+            and is_relay(participant)
+            and participant.identity not in self._silent
+        ):
             self._adopt(participant)
 
     def _on_track_published(
@@ -336,14 +359,41 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
                 self._sync.set_jitter_delay((delay - last[1]) / (count - last[2]))
             last = (track, delay, count)
 
+    async def _watch_heartbeat(self) -> None:
+        """Drop a relay that sent nothing for ``heartbeat_timeout`` (idle messages come every
+        200 ms, conversation messages more often): it died, and its participant may stay
+        listed for ~20 s. Its conversation ends as interrupted; another relay is adopted."""
+        while True:
+            if self._relay is None:
+                self._heard.clear()
+                await self._heard.wait()
+                continue
+            left = self._last_heard + self._heartbeat_timeout - self._clock()
+            if left > 0:
+                await asyncio.sleep(left)  # a deadline: woken to re-check it
+                continue
+            identity = self._relay.identity
+            logger.warning(
+                "relay heartbeat lost",
+                extra={"relay": identity, "silent_s": round(self._clock() - self._last_heard, 2)},
+            )
+            self._silent.add(identity)
+            self._drop_relay("heartbeat lost")
+
     # -- data ----------------------------------------------------------------------------------
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
-        if packet.topic != self._topic or self._relay is None:
+        if packet.topic != self._topic or packet.participant is None:
             return
-        if packet.participant is None or packet.participant.identity != self._relay.identity:
+        if self._relay is None and packet.participant.identity in self._silent:
+            # A relay we took for dead speaks again (e.g. the server was paused): take it back.
+            self._silent.discard(packet.participant.identity)
+            if is_relay(packet.participant):
+                self._adopt(packet.participant)
+        if self._relay is None or packet.participant.identity != self._relay.identity:
             return
         now = self._clock()
+        self._last_heard = now
         self.stats.packets += 1
         try:
             message = self._reassembler.push(packet.data)

@@ -52,6 +52,9 @@ class MotionStreamEnd:
 
     audio_only: bool = False
     reason: str = ""
+    failed: bool = False
+    """With ``audio_only``: the source failed (refused connection, quota, service error),
+    as opposed to having no animation for this audio."""
 
 
 class MotionStream(abc.ABC):

@@ -322,7 +322,7 @@ class _SpatiusStream(MotionStream):
                 "spatius conversation is audio-only",
                 extra={"conversation_id": self.conversation_id, "reason": reason},
             )
-        self.finish(MotionStreamEnd(audio_only=True, reason=reason))
+        self.finish(MotionStreamEnd(audio_only=True, reason=reason, failed=True))
 
     def finish(self, end: MotionStreamEnd) -> None:
         if self.done:
@@ -611,7 +611,8 @@ class SpatiusMotionSource(MotionSource):
                 return
             previous = self._open_stream
             if previous is not None and previous is not stream:
-                previous.finish(MotionStreamEnd(reason="superseded by a newer conversation"))
+                # Its remaining frames will never come: the relay must announce audio-only.
+                previous.fail("superseded by a newer conversation")
                 await self._interrupt_request(session, previous)
             req_id = await session.send_audio(pcm, end=False)
             if stream.req_id is None:

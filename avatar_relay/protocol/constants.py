@@ -34,6 +34,11 @@ ROLE_RELAY: Final = "relay"
 ATTRIBUTE_AUDIO_TRACK: Final = "avatar-relay.audio-track"
 """Participant attribute holding the name of the relay's audio track."""
 
+ATTRIBUTE_HEARTBEAT: Final = "avatar-relay.heartbeat"
+"""Participant attribute the relay job advances every second (a counter): the worker-side
+failover tells a live relay from a dead one by it, faster than the server's participant
+timeout. Receivers use the idle messages on the data topic instead."""
+
 AUDIO_TRACK_NAME: Final = "avatar-audio"
 """Name of the audio track the relay publishes."""
 

@@ -25,7 +25,15 @@ import {
 import { AvatarReceiver } from './receiver.js';
 import { FaceRenderer } from './render/face.js';
 
-const EVENTS = new Set(['message', 'protocolError', 'avatarTrack', 'sample', 'marker', 'onset', 'error']);
+const EVENTS = new Set([
+  'message', 'protocolError', 'avatarTrack', 'sample', 'marker', 'onset', 'relayLost', 'error',
+]);
+/**
+ * A relay sends on the data topic at least every 200 ms (idle) or 500 ms (audio-only start
+ * repeats). Silent for this long, it is dead, although its participant may stay listed for
+ * about 20 s: its conversation ends as interrupted and the next relay heard is followed.
+ */
+export const HEARTBEAT_TIMEOUT_MS = 1000;
 const NO_RENDERER = Object.freeze({ draw() {} });
 const AUDIO_SOURCES = new Set(['auto', 'track', 'data']);
 
@@ -64,9 +72,11 @@ export class AvatarPlayer {
     this.presenter = null;
     /** Identity of the relay whose audio track plays, or null. */
     this.relayIdentity = null;
-    this.stats = { messages: 0, protocolErrors: 0, foreignPackets: 0, onsets: 0 };
+    this.stats = { messages: 0, protocolErrors: 0, foreignPackets: 0, onsets: 0, relaysLost: 0 };
     this.listeners = new Map();
     this.reassemblers = new Map();
+    /** The relay whose messages are followed, when it was last heard, and relays gone silent. */
+    this.heartbeat = { relay: null, lastHeard: 0, silent: new Set(), timer: null };
     this.audioReady = null;
     this.roomHandlers = [
       [RoomEvent.DataReceived, (payload, participant, _kind, topic) => this.onData(payload, participant, topic)],
@@ -116,6 +126,7 @@ export class AvatarPlayer {
   async start() {
     if (this.audioReady !== null) return this.audioReady;
     for (const [event, fn] of this.roomHandlers) this.room.on(event, fn);
+    this.heartbeat.timer = setInterval(() => this.checkHeartbeat(performance.now()), 100);
     this.audioReady = (async () => {
       if (this.audioContext === null) this.audioContext = new AudioContext({ latencyHint: 'interactive' });
       await this.audioContext.resume();
@@ -146,6 +157,8 @@ export class AvatarPlayer {
   /** Stop drawing and playing, and leave the room's events (the room stays connected). */
   async close() {
     for (const [event, fn] of this.roomHandlers) this.room.off(event, fn);
+    clearInterval(this.heartbeat.timer);
+    this.heartbeat.timer = null;
     const ready = this.audioReady;
     this.audioReady = null;
     if (ready !== null) await ready.catch(() => {});
@@ -164,6 +177,19 @@ export class AvatarPlayer {
     }
   }
 
+  /** Drop the followed relay when it has been silent for HEARTBEAT_TIMEOUT_MS. */
+  checkHeartbeat(now) {
+    const hb = this.heartbeat;
+    if (hb.relay === null || now - hb.lastHeard <= HEARTBEAT_TIMEOUT_MS) return;
+    const lost = hb.relay;
+    hb.silent.add(lost);
+    hb.relay = null;
+    this.reassemblers.delete(lost);
+    this.stats.relaysLost += 1;
+    this.receiver.relayLost();
+    this.emit('relayLost', lost);
+  }
+
   onData(payload, participant, topic) {
     if (topic !== ANIMATION_TOPIC || !participant) return;
     const arrival = performance.now();
@@ -171,6 +197,15 @@ export class AvatarPlayer {
       this.stats.foreignPackets += 1;
       return;
     }
+    const hb = this.heartbeat;
+    if (hb.relay === null) {
+      hb.relay = participant.identity; // the first relay heard (again) is followed
+      hb.silent.delete(participant.identity);
+    } else if (hb.relay !== participant.identity) {
+      this.stats.foreignPackets += 1; // a second relay (being removed by failover) is ignored
+      return;
+    }
+    hb.lastHeard = arrival;
     let reassembler = this.reassemblers.get(participant.identity);
     if (!reassembler) {
       reassembler = new Reassembler();

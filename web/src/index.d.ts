@@ -390,6 +390,8 @@ export interface AvatarPlayerEvents {
   marker: (marker: AvatarMarker) => void;
   /** A burst onset in the played audio, at performance.now() time. */
   onset: (atMs: number) => void;
+  /** The followed relay was silent for 1 s (it died): its conversation ended as interrupted. */
+  relayLost: (identity: string) => void;
   /** A background failure (attaching the track, say); logged when nobody listens. */
   error: (error: unknown) => void;
 }
@@ -448,6 +450,7 @@ export class AvatarPlayer {
     readonly protocolErrors: number;
     readonly foreignPackets: number;
     readonly onsets: number;
+    readonly relaysLost: number;
   };
   on<E extends keyof AvatarPlayerEvents>(event: E, listener: AvatarPlayerEvents[E]): () => boolean;
   /** Start playing and drawing; call it from a user gesture, best before room.connect(). */

@@ -32,6 +32,22 @@ export class AvatarReceiver {
     });
   }
 
+  /**
+   * The relay went silent (no heartbeat for 1 s: it died) or left: end what it was playing as
+   * interrupted and forget its conversation and idle state, ready for the next relay.
+   */
+  relayLost() {
+    if (this.conversationId !== null) {
+      this.interrupts += 1;
+      this.controller.interrupt('networkError');
+    }
+    this.info = null;
+    this.clock = null;
+    this.idle.lastSeq = -1;
+    this.idle.baseMs = null;
+    this.idle.frames.clear();
+  }
+
   /** The conversation whose frames are accepted, or null. */
   get conversationId() {
     return this.controller.getCurrentConversationId();

@@ -156,5 +156,31 @@ test('AvatarPlayer takes messages from the relay only and counts undecodable pac
   assert.deepEqual(seen, [['start', 'relay-1']]);
   assert.equal(errors.length, 1);
   assert.ok(errors[0] instanceof client.ProtocolError);
-  assert.deepEqual(player.stats, { messages: 1, protocolErrors: 1, foreignPackets: 1, onsets: 0 });
+  assert.deepEqual(player.stats, {
+    messages: 1, protocolErrors: 1, foreignPackets: 1, onsets: 0, relaysLost: 0,
+  });
+});
+
+test('AvatarPlayer drops a relay silent for 1 s, interrupts its conversation, follows the next', () => {
+  const player = new client.AvatarPlayer(new FakeRoom());
+  const relay = (identity) => ({ identity, attributes: { [client.ATTRIBUTE_ROLE]: client.ROLE_RELAY } });
+  const start = (c) => encode({
+    v: 1, t: 'start', c, s: 0, ts: 0, codec: client.ARKIT_CODEC, fps: 25, ch: ['jawOpen'],
+    sr: 48000, track: client.AUDIO_TRACK_NAME, at: 'track', la: 0,
+  });
+  const lost = [];
+  player.on('relayLost', (identity) => lost.push(identity));
+  player.onData(start('conv-1'), relay('relay-1'), client.ANIMATION_TOPIC);
+  assert.equal(player.conversationId, 'conv-1');
+  player.onData(start('conv-2'), relay('relay-2'), client.ANIMATION_TOPIC); // not followed
+  assert.equal(player.conversationId, 'conv-1');
+  const heard = player.heartbeat.lastHeard;
+  player.checkHeartbeat(heard + 1000); // not yet silent long enough
+  assert.deepEqual(lost, []);
+  player.checkHeartbeat(heard + 1000 + 1);
+  assert.deepEqual(lost, ['relay-1']);
+  assert.equal(player.conversationId, null, 'the dead relay\'s conversation ended');
+  player.onData(start('conv-3'), relay('relay-2'), client.ANIMATION_TOPIC);
+  assert.equal(player.conversationId, 'conv-3', 'the next relay heard is followed');
+  assert.equal(player.stats.relaysLost, 1);
 });
