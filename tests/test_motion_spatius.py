@@ -166,8 +166,9 @@ async def test_frames_are_the_servers_payloads_unchanged(
     assert [f.index for f in frames] == list(range(len(frames)))
     assert [f.payload for f in frames] == server.record.sent[req_id]
     assert bytes(server.record.audio[req_id]) == pcm
-    ends = [envelope(f.payload).server_response_animation.end for f in frames]
-    assert ends == [False] * (len(frames) - 1) + [True]
+    # Issue 15: the service's end marker carries no animation, so it is no frame.
+    assert all(not envelope(f.payload).server_response_animation.end for f in frames)
+    assert server.record.end_markers[req_id] == 1
     inner = [envelope(f.payload).server_response_animation.SerializeToString() for f in frames]
     assert [decode_frame(frame_bytes(b) or b"")[0] for b in inner] == [f.index for f in frames]
     (conn,) = server.record.connections
@@ -244,15 +245,19 @@ async def test_interrupt_reaches_the_service(
     assert len(server.record.connections) == 1
 
 
-@pytest.mark.parametrize("fault", ["token_401", "close_4010"])
+@pytest.mark.parametrize("fault", ["token_401", "upgrade_401", "close_4010"])
 async def test_auth_failure_is_not_retried(
     server: LocalSpatiusServer, make_source: SourceFactory, clock: FakeClock, fault: str
 ) -> None:
     if fault == "token_401":
         source = make_source(api_key="wrong-key")
         expected = "HTTP 401"
+    elif fault == "upgrade_401":
+        source = make_source(app_id="someone-else")  # refused at the websocket upgrade
+        expected = "HTTP 401"
     else:
-        source = make_source(app_id="someone-else")  # the websocket closes with 4010
+        server.faults.handshake_close_codes.append(4010)
+        source = make_source()
         expected = "authentication failed (4010)"
 
     _, end, _ = await speak(source, "first", 0.3)

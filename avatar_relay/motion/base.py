@@ -101,5 +101,8 @@ class MotionSource(abc.ABC):
     def idle_frames(self, first_frame: int, count: int) -> Sequence[bytes]:
         """Encoded idle frames ``first_frame .. first_frame + count - 1``; deterministic."""
 
+    def prewarm(self, sample_rate: int) -> None:  # noqa: B027 - an optional hook
+        """Get ready for conversations at ``sample_rate`` in the background (never blocks)."""
+
     async def aclose(self) -> None:  # noqa: B027 - an optional hook; most sources hold nothing
         """Release shared resources (models, connections)."""

@@ -27,7 +27,7 @@ from spatius.proto.generated import message_pb2 as _message_pb2
 
 from avatar_relay.motion.base import MotionFrame, MotionSource, MotionStream
 
-from .animation import ANIMATION_FIELD, AVATAR_ID_FIELD, FrameCutter
+from .animation import ANIMATION_FIELD, AVATAR_ID_FIELD, FrameCutter, frame_bytes
 
 logger = logging.getLogger("avatar_relay.tests.spatius_server")
 
@@ -107,7 +107,9 @@ class ServerRecord:
     """req_ids whose final audio chunk (end=True) arrived."""
     interrupts: list[str] = field(default_factory=list)
     sent: dict[str, list[bytes]] = field(default_factory=dict)
-    """req_id -> serialized animation envelopes, exactly as written to the socket."""
+    """req_id -> serialized envelopes carrying animation (frames), exactly as written."""
+    end_markers: dict[str, int] = field(default_factory=dict)
+    """req_id -> end messages without animation written (one per finished request)."""
     errors_sent: list[tuple[str, int, str]] = field(default_factory=list)
     idle_closes: int = 0
     """Sessions closed for receiving no audio within the idle timeout."""
@@ -333,8 +335,18 @@ class _Connection:
                 continue
             await self._ws.send_bytes(data)
             req.frames_sent += 1
-            self._server.record.sent[req.req_id].append(data)
+            record = self._server.record
+            if _last and not self._carries_animation(data):
+                record.end_markers[req.req_id] = record.end_markers.get(req.req_id, 0) + 1
+            else:
+                record.sent[req.req_id].append(data)
             self._server.touch()
+
+    @staticmethod
+    def _carries_animation(data: bytes) -> bool:
+        envelope = pb.Message()
+        envelope.ParseFromString(data)
+        return bool(frame_bytes(envelope.server_response_animation.SerializeToString()))
 
     async def _apply(self, fault: MidStreamFault, req: _Request) -> None:
         if fault.kind == "error":
