@@ -96,8 +96,8 @@ def spatius_env(server: LocalSpatiusServer) -> dict[str, str]:
         "SPATIUS_API_KEY": server.api_key,
         "SPATIUS_APP_ID": server.app_id,
         "SPATIUS_AVATAR_ID": server.avatar_id,
-        "SPATIUS_CONSOLE_ENDPOINT_URL": server.console_url,
-        "SPATIUS_INGRESS_ENDPOINT_URL": server.ingress_url,
+        "SPATIUS_CONSOLE_ENDPOINT": server.console_url,
+        "SPATIUS_INGRESS_ENDPOINT": server.ingress_url,
     }
 
 
