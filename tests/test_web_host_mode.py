@@ -2,7 +2,7 @@
 
 A real livekit-server and worker (the demo stack) with ``audio.transport = "data"`` and the
 Spatius motion source, which talks to the local Spatius stand-in on 127.0.0.1. A test page
-(web/test/browser/host_mode_page.js, bundled here with esbuild) joins the room and drives a
+(web/test-pages/host_mode_page.js, bundled here with esbuild) joins the room and drives a
 Host Mode controller with HostModeBridge: the recording controller that follows the vendor's
 contract (frames for another id dropped, motion after the end dropped, empty frames =
 audio-only), or our own HostModeController.
@@ -66,7 +66,7 @@ def site_dir(tmp: Path) -> Path:
     subprocess.run(
         [
             str(ESBUILD),
-            "test/browser/host_mode_page.js",
+            "test-pages/host_mode_page.js",
             "--bundle",
             "--format=esm",
             f"--outfile={tmp / 'host_mode_page.js'}",
@@ -76,7 +76,7 @@ def site_dir(tmp: Path) -> Path:
         check=True,
         timeout=60,
     )
-    shutil.copy(WEB / "test" / "browser" / "host_mode.html", tmp / "host_mode.html")
+    shutil.copy(WEB / "test-pages" / "host_mode.html", tmp / "host_mode.html")
     return tmp
 
 

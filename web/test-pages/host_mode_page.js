@@ -6,7 +6,7 @@
 import { Room } from 'livekit-client';
 import { HostModeBridge, HostModeController, RPC_INTERRUPT, RPC_SPEAK_TEXT, ATTRIBUTE_ROLE, ROLE_RELAY } from 'avatar-relay-client';
 
-import { RecordingController } from '../recording_controller.js';
+import { RecordingController } from '../test/recording_controller.js';
 
 const params = new URLSearchParams(location.search);
 const kind = params.get('controller') ?? 'recording';
