@@ -757,3 +757,83 @@ async def test_prewarm_opens_the_session_before_the_first_conversation(
     frames, end, _ = await speak(source, "warm", 0.2)
     assert not end.audio_only and len(frames) == 5
     assert len(server.record.connections) == 1 and len(server.record.token_requests) == 1
+
+
+class TestDefect4WorkerTaskWatched:
+    """Issue 13, defect 4: the Spatius worker task was unwatched. An exception while closing a
+    broken session killed it for good, and every later conversation stalled to audio-only;
+    and aclose() swallowed its own cancellation."""
+
+    async def test_a_session_whose_close_fails_does_not_end_the_worker(
+        self,
+        server: LocalSpatiusServer,
+        make_source: SourceFactory,
+        clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        async def broken_close(self: spatius.AvatarSession) -> None:
+            raise OSError("socket already gone")
+
+        monkeypatch.setattr(spatius.AvatarSession, "close", broken_close)
+        server.faults.request_faults.append(MidStreamFault(after_frames=3, kind="drop"))
+        source = make_source(retry_initial_s=1.0)
+        _, end, _ = await speak(source, "dropped", 1.0)
+        assert end.audio_only
+        clock.advance(1.0)
+        frames, end, _ = await speak(source, "after-failed-close", 0.2)
+        assert not end.audio_only, end.reason
+        assert len(frames) == 5
+
+    async def test_a_dead_worker_is_reported_and_replaced(
+        self, make_source: SourceFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        source = make_source()
+        _, end, _ = await speak(source, "first", 0.2)
+        assert not end.audio_only
+        execute, drop = source._execute, source._drop_session
+
+        async def explode_once(command: Any) -> None:
+            monkeypatch.setattr(source, "_execute", execute)
+            raise RuntimeError("a bug in a command")
+
+        async def drop_fails_once(reason: str = "") -> None:
+            monkeypatch.setattr(source, "_drop_session", drop)
+            raise RuntimeError("a bug while dropping the session")  # escapes the handler
+
+        monkeypatch.setattr(source, "_execute", explode_once)
+        monkeypatch.setattr(source, "_drop_session", drop_fails_once)
+        stream = await source.open_stream("worker-dies", RATE)
+        push(stream, speech(0.2))
+        stream.flush()
+        items = await collect(stream)
+        end = items[-1]
+        assert isinstance(end, MotionStreamEnd) and end.audio_only  # ended, not hung
+        frames, end, _ = await speak(source, "next", 0.2)
+        assert not end.audio_only, end.reason
+        assert len(frames) == 5
+
+    async def test_aclose_does_not_swallow_its_own_cancellation(
+        self, make_source: SourceFactory
+    ) -> None:
+        source = make_source()
+        release = asyncio.Event()
+        worker_cancelled = asyncio.Event()
+
+        async def slow_to_stop() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                worker_cancelled.set()
+                await release.wait()  # a worker that takes its time to wind down
+                raise
+
+        source._worker_atask = asyncio.create_task(slow_to_stop())
+        closing = asyncio.create_task(source.aclose())
+        async with asyncio.timeout(5):
+            await worker_cancelled.wait()
+        closing.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(5):
+                await closing
+        assert closing.cancelled()

@@ -255,11 +255,17 @@ def classify_failure(exc: BaseException) -> _Failure:
 
 
 async def _close_session(session: spatius.AvatarSession) -> None:
-    """Close without waiting long for a peer that no longer answers the close handshake."""
+    """Close without waiting long for a peer that no longer answers the close handshake.
+
+    The session is being abandoned anyway: a close that fails is logged, never raised, so it
+    cannot take the worker task (and every later conversation) down with it.
+    """
     try:
         await asyncio.wait_for(session.close(), _CLOSE_TIMEOUT_S)
     except TimeoutError:
         logger.warning("spatius session did not close in time; abandoned")
+    except Exception as exc:
+        logger.warning("spatius session failed to close; abandoned", extra={"error": repr(exc)})
 
 
 def _ended_naturally(stream: _SpatiusStream) -> bool:
@@ -547,8 +553,7 @@ class SpatiusMotionSource(MotionSource):
             raise MotionError(reason)
         stream = _SpatiusStream(self, conversation_id, sample_rate, self._info)
         self._streams.add(stream)
-        if self._worker_atask is None:
-            self._worker_atask = asyncio.create_task(self._run(), name="spatius-motion-worker")
+        self._ensure_worker()
         return stream
 
     def prewarm(self, sample_rate: int) -> None:
@@ -559,8 +564,7 @@ class SpatiusMotionSource(MotionSource):
         if self._closed or sample_rate not in SUPPORTED_SAMPLE_RATES:
             return
         self._prewarm_rate = sample_rate
-        if self._worker_atask is None:
-            self._worker_atask = asyncio.create_task(self._run(), name="spatius-motion-worker")
+        self._ensure_worker()
         self._wake.set()
 
     def idle_info(self) -> MotionStreamInfo | None:
@@ -568,6 +572,24 @@ class SpatiusMotionSource(MotionSource):
 
     def idle_frames(self, first_frame: int, count: int) -> Sequence[bytes]:
         return ()
+
+    def _ensure_worker(self) -> None:
+        if self._worker_atask is None or self._worker_atask.done():
+            task = asyncio.create_task(self._run(), name="spatius-motion-worker")
+            task.add_done_callback(self._on_worker_done)
+            self._worker_atask = task
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        """The worker only ends when cancelled; if it died, say so, end what waited on it and
+        let the next conversation start a new one (instead of stalling to audio-only)."""
+        if task.cancelled():
+            return
+        logger.error("spatius worker task died; a new one starts with the next conversation",
+                     exc_info=task.exception())  # fmt: skip
+        if task is self._worker_atask:  # no new worker took over yet: nobody serves these
+            self._worker_atask = None
+            for stream in list(self._streams):
+                stream.fail("spatius motion source internal error")
 
     async def aclose(self) -> None:
         if self._closed:
@@ -578,10 +600,9 @@ class SpatiusMotionSource(MotionSource):
         task, self._worker_atask = self._worker_atask, None
         if task is not None:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            # Wait for the worker without catching CancelledError: a cancellation of aclose()
+            # itself must propagate to its caller.
+            await asyncio.wait([task])
         await self._drop_session()
 
     # -- called by streams ------------------------------------------------------------------
