@@ -84,9 +84,7 @@ class AuthSettings(_Section):
     dev_mode: bool = False
     allow_all: bool = False
     identities: tuple[str, ...] = ()
-    attributes: dict[str, str] = Field(
-        default_factory=lambda: {"avatar-relay.controller": "true"}
-    )
+    attributes: dict[str, str] = Field(default_factory=lambda: {"avatar-relay.controller": "true"})
     kinds: tuple[ParticipantKindName, ...] = ()
 
     @model_validator(mode="after")

@@ -22,8 +22,10 @@ export const MAX_TEXT_CHARS = 256;
 export const MAX_CHANNELS = 256;
 export const MAX_FRAMES_PER_MESSAGE = 1024;
 export const MAX_FPS = 240;
+export const MIN_FPS = 1;
 export const MAX_LOOKAHEAD_MS = 60000;
 export const MAX_FRAGMENTS = 1024;
 export const MAX_MAP_ENTRIES = 64;
+export const MAX_DEPTH = 8;
 
 export const ARKIT_CODEC = 'arkit-u8';
