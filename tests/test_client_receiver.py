@@ -241,7 +241,7 @@ def sync_shift(chunks: list[SyncedFrame]) -> int:
 async def relay_in(
     join_room: JoinRoom, room: str, identity: str = "relay"
 ) -> AsyncIterator[FakeRelay]:
-    r = await join_room(room, identity, attributes={ATTRIBUTE_ROLE: ROLE_RELAY})
+    r = await join_room(room, identity, attributes={ATTRIBUTE_ROLE: ROLE_RELAY}, kind="agent")
     relay = FakeRelay(r)
     await relay.start()
     try:

@@ -11,10 +11,7 @@ import { Overlay } from './overlay.js';
 import { Presenter } from './presenter.js';
 import {
   ANIMATION_TOPIC,
-  ATTRIBUTE_ROLE,
-  AUDIO_TRACK_NAME,
   ProtocolError,
-  ROLE_RELAY,
   RPC_INTERRUPT,
   RPC_SET_MOTION_SOURCE,
   RPC_SPEAK_TEXT,
@@ -22,6 +19,7 @@ import {
   SPEAK_AUDIO_STREAM_TOPIC,
 } from './protocol/index.js';
 import { AvatarReceiver } from './receiver.js';
+import { findRelay, isRelayAudio, isRelayParticipant } from './relay.js';
 import { FaceRenderer } from './render/face.js';
 import { SyncMeter } from './sync/sync_meter.js';
 
@@ -31,7 +29,7 @@ const $ = (id) => document.getElementById(id);
 const debug = {
   joined: false, relayIdentity: null, conversationId: null, mode: 'idle', weights: {}, jawOpen: 0,
   offsetMs: null, jitterDelayMs: null, outputLatencyMs: null, dropped: 0, audioEnergy: 0,
-  lastInterrupted: null, interrupts: 0, protocolErrors: 0, foreignPackets: 0, messages: 0,
+  lastInterrupted: null, interrupts: 0, protocolErrors: 0, foreignPackets: 0, foreignTracks: 0, messages: 0,
   conversations: [], arrivals: [], sync: null, error: null,
 };
 window.avatarRelayDebug = debug;
@@ -53,18 +51,14 @@ function setStatus(text, isError = false) {
 }
 
 function relayParticipant() {
-  if (!room) return null;
-  for (const p of room.remoteParticipants.values()) {
-    if (p.attributes[ATTRIBUTE_ROLE] === ROLE_RELAY) return p;
-  }
-  return null;
+  return room ? findRelay(room.remoteParticipants.values()) : null;
 }
 
 function onData(payload, participant, _kind, topic) {
   if (topic !== ANIMATION_TOPIC || !participant) return;
   const arrival = performance.now();
-  if (participant.attributes[ATTRIBUTE_ROLE] !== ROLE_RELAY) {
-    debug.foreignPackets += 1; // only the relay speaks for the avatar
+  if (!isRelayParticipant(participant)) {
+    debug.foreignPackets += 1; // only the relay (an agent with the relay role) speaks for the avatar
     return;
   }
   let reassembler = reassemblers.get(participant.identity);
@@ -95,7 +89,11 @@ function onData(payload, participant, _kind, topic) {
 }
 
 async function onTrackSubscribed(track, publication, participant) {
-  if (track.kind !== Track.Kind.Audio || publication.trackName !== AUDIO_TRACK_NAME) return;
+  if (!isRelayAudio(track, publication, participant)) {
+    // Any viewer can publish a track named like the avatar's: it is never played here.
+    if (track.kind === Track.Kind.Audio) debug.foreignTracks += 1;
+    return;
+  }
   debug.relayIdentity = participant.identity;
   await player.attach(track);
   presenter.setTrack(track);

@@ -8,6 +8,7 @@ export const RPC_SPEAK_TEXT = 'avatar-relay.speak_text';
 export const RPC_INTERRUPT = 'avatar-relay.interrupt';
 export const RPC_SET_MOTION_SOURCE = 'avatar-relay.set_motion_source';
 export const ATTRIBUTE_ROLE = 'avatar-relay.role';
+export const ATTRIBUTE_AUDIO_TRACK = 'avatar-relay.audio-track';
 export const ROLE_RELAY = 'relay';
 export const AUDIO_TRACK_NAME = 'avatar-audio';
 
