@@ -271,8 +271,20 @@ function runFlood(count, seed) {
   const before = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
   const t0 = performance.now();
   let peak = 0;
+  const nextIndex = new Map();
   for (let i = 0; i < count; i += 1) {
-    const packet = pack(new Pairs([['v', 1], ['t', 'frag'], ['id', rng.int(2 ** 20)], ['i', rng.pick([0, 0, 1])], ['n', 1024], ['d', slice]]));
+    // 8 messages growing in turns towards 1 MiB each, restarted at random, plus strays.
+    let id;
+    let index;
+    if (rng.random() < 0.1) {
+      id = rng.int(2 ** 20);
+      index = rng.pick([0, 1]);
+    } else {
+      id = rng.int(8);
+      index = nextIndex.get(id) || 0;
+      nextIndex.set(id, index >= 1022 || rng.random() < 0.002 ? 0 : index + 1);
+    }
+    const packet = pack(new Pairs([['v', 1], ['t', 'frag'], ['id', id], ['i', index], ['n', 1024], ['d', slice]]));
     const start = performance.now();
     try {
       reassembler.push(packet);
@@ -291,6 +303,7 @@ function runFlood(count, seed) {
   r.seconds = (performance.now() - t0) / 1000;
   Object.assign(r.extra, {
     held_bytes_after: reassembler.buffered, held_bytes_peak: peak, partials_after: reassembler.pending,
+    dropped_partials: reassembler.stats.droppedPartials,
     heap_growth_mib: Math.round(((after - before) / 2 ** 20) * 10) / 10,
   });
   return r;

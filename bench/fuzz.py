@@ -510,7 +510,8 @@ def run_receiver(steps: int, seed: int, *, episode_steps: int = 400) -> Report:
 
 
 def run_flood(fragments: int, seed: int) -> Report:
-    """Fragments of random ids at the largest size, as fast as they come."""
+    """Fragment floods as fast as they come: 8 messages growing in turns towards 1 MiB each,
+    restarted at random, plus strays of random ids (the worst case for the byte bounds)."""
     report = Report("flood")
     rng = random.Random(seed)
     reassembler = Reassembler()
@@ -518,11 +519,15 @@ def run_flood(fragments: int, seed: int) -> Report:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     peak = 0
+    next_index: dict[int, int] = {}
     for _ in range(fragments):
-        mid = rng.randrange(2**20)
-        packet = _pack(
-            {"v": 1, "t": "frag", "id": mid, "i": rng.choice((0, 0, 1)), "n": 1024, "d": slice_}
-        )
+        if rng.random() < 0.1:
+            mid, index = rng.randrange(2**20), rng.choice((0, 1))
+        else:
+            mid = rng.randrange(8)
+            index = next_index.get(mid, 0)
+            next_index[mid] = 0 if index >= 1022 or rng.random() < 0.002 else index + 1
+        packet = _pack({"v": 1, "t": "frag", "id": mid, "i": index, "n": 1024, "d": slice_})
         start = time.perf_counter()
         try:
             reassembler.push(packet)
@@ -539,6 +544,7 @@ def run_flood(fragments: int, seed: int) -> Report:
         held_bytes_after=reassembler.buffered_bytes,
         held_bytes_peak=peak,
         partials_after=reassembler.pending,
+        dropped_partials=reassembler.stats.dropped_partials,
         rss_growth_mib=round(
             (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, 1
         ),
@@ -549,7 +555,7 @@ def run_flood(fragments: int, seed: int) -> Report:
 def run_node(mode: str, n: int, seed: int) -> Report:
     """The JavaScript side's own run (``receiver`` or ``flood``), as a report."""
     out = subprocess.run(
-        ["node", str(NODE_FUZZ), mode, "--count", str(n), "--seed", str(seed)],
+        ["node", "--expose-gc", str(NODE_FUZZ), mode, "--count", str(n), "--seed", str(seed)],
         check=True, capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     data = json.loads(out.stdout)
@@ -566,17 +572,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-node", action="store_true", help="Python only (no differential)")
     parser.add_argument("--json", type=Path, help="write the reports here")
+    parser.add_argument(
+        "--only",
+        default="decoder,receiver,flood,js-receiver,js-flood",
+        help="comma-separated runs (to run them as parallel processes)",
+    )
     args = parser.parse_args(argv)
-    runs: list[Callable[[], Report]] = [
-        lambda: run_decoder(args.inputs, args.seed, differential=not args.no_node),
-        lambda: run_receiver(args.steps, args.seed),
-        lambda: run_flood(args.flood, args.seed),
-    ]
-    if not args.no_node:
-        runs += [
-            lambda: run_node("receiver", args.steps, args.seed),
-            lambda: run_node("flood", args.flood, args.seed),
-        ]
+    available: dict[str, Callable[[], Report]] = {
+        "decoder": lambda: run_decoder(args.inputs, args.seed, differential=not args.no_node),
+        "receiver": lambda: run_receiver(args.steps, args.seed),
+        "flood": lambda: run_flood(args.flood, args.seed),
+        "js-receiver": lambda: run_node("receiver", args.steps, args.seed),
+        "js-flood": lambda: run_node("flood", args.flood, args.seed),
+    }
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    if args.no_node:
+        chosen = [name for name in chosen if not name.startswith("js-")]
+    runs = [available[name] for name in chosen]
     reports = []
     print(f"{'run':<16} {'inputs':>9} {'crashes':>7} {'disagree':>8} {'max ms':>8} {'s':>7}  extra")
     for run in runs:
