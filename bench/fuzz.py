@@ -335,6 +335,13 @@ class Report:
     examples: list[str] = field(default_factory=list)
     """Hex of the first few inputs that crashed or disagreed."""
 
+    def percentiles(self, times_ms: list[float]) -> None:
+        """Record the 99th and 99.9th percentile of per-input times in ``extra``."""
+        if times_ms:
+            times_ms.sort()
+            for label, q in (("p99_ms", 0.99), ("p999_ms", 0.999)):
+                self.extra[label] = round(times_ms[int(len(times_ms) * q)], 3)
+
     def note(self, example: bytes | str) -> None:
         if len(self.examples) < 5:
             self.examples.append(example.hex() if isinstance(example, bytes) else example)
@@ -372,6 +379,7 @@ def run_decoder(n: int, seed: int, *, differential: bool = True, batch: int = 20
     report = Report("decoder")
     inputs = Inputs(seed)
     node = NodeDecoder() if differential else None
+    times: list[float] = []
     t0 = time.perf_counter()
     try:
         done = 0
@@ -388,7 +396,9 @@ def run_decoder(n: int, seed: int, *, differential: bool = True, batch: int = 20
                     report.crashes += 1
                     report.note(p)
                     outcome = f"CRASH:{type(exc).__name__}"
-                report.max_ms = max(report.max_ms, (time.perf_counter() - start) * 1000)
+                elapsed = (time.perf_counter() - start) * 1000
+                report.max_ms = max(report.max_ms, elapsed)
+                times.append(elapsed)
                 ours.append(outcome)
                 kind = outcome.split(";")[0]
                 report.outcomes[kind] = report.outcomes.get(kind, 0) + 1
@@ -406,6 +416,7 @@ def run_decoder(n: int, seed: int, *, differential: bool = True, batch: int = 20
             node.close()
     report.inputs = n
     report.seconds = time.perf_counter() - t0
+    report.percentiles(times)
     report.extra["differential"] = differential
     report.extra["outcomes"] = report.outcomes
     return report
@@ -484,6 +495,7 @@ def run_receiver(steps: int, seed: int, *, episode_steps: int = 400) -> Report:
     t0 = time.perf_counter()
     done = 0
     episodes = 0
+    times: list[float] = []
     while done < steps:
         episode = Episode(rng, inputs)
         episodes += 1
@@ -496,7 +508,9 @@ def run_receiver(steps: int, seed: int, *, episode_steps: int = 400) -> Report:
                 report.note(f"episode {episodes}: {type(exc).__name__}: {exc}")
                 break
             finally:
-                report.max_ms = max(report.max_ms, (time.perf_counter() - start) * 1000)
+                elapsed = (time.perf_counter() - start) * 1000
+                report.max_ms = max(report.max_ms, elapsed)
+                times.append(elapsed)
                 done += 1
         try:
             episode.check()
@@ -506,6 +520,7 @@ def run_receiver(steps: int, seed: int, *, episode_steps: int = 400) -> Report:
     report.inputs = done
     report.seconds = time.perf_counter() - t0
     report.extra["episodes"] = episodes
+    report.percentiles(times)
     return report
 
 

@@ -13,8 +13,8 @@ test('the receiver survives fuzzed packets and keeps every buffer bounded', () =
   assert.equal(report.inputs, 3000);
 });
 
-test('a fragment flood holds bounded memory', () => {
-  const report = runFlood(600, 20245);
+test('a fragment flood holds bounded memory', async () => {
+  const report = await runFlood(600, 20245);
   assert.equal(report.crashes, 0, report.examples.join('\n'));
   assert.ok(report.extra.held_bytes_peak <= 2 * 2 ** 20);
   assert.ok(report.extra.partials_after <= 4);
