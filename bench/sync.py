@@ -29,13 +29,13 @@ from livekit import api, rtc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from avatar_relay.client import AvatarReceiver  # noqa: E402
 from agent.devserver import (  # noqa: E402
     LiveKitEndpoint,
     LocalLiveKitServer,
     WorkerProcess,
     dispatch_relay,
 )
+from avatar_relay.client import AvatarReceiver  # noqa: E402
 from avatar_relay.motion import clapperboard_audio, detect_tone_onsets  # noqa: E402
 from avatar_relay.motion.clapperboard import burst_onset_samples  # noqa: E402
 from avatar_relay.protocol import (  # noqa: E402

@@ -15,7 +15,11 @@ from avatar_relay.motion import (
     clapperboard_audio,
     detect_tone_onsets,
 )
-from avatar_relay.motion.clapperboard import CLAPPER_CHANNELS, ClapperboardStream, burst_onset_samples
+from avatar_relay.motion.clapperboard import (
+    CLAPPER_CHANNELS,
+    ClapperboardStream,
+    burst_onset_samples,
+)
 from avatar_relay.protocol.blendshapes import ArkitU8Codec
 
 CODEC = ArkitU8Codec(CLAPPER_CHANNELS)
