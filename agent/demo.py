@@ -41,6 +41,24 @@ DISPATCH_WAIT_S: Final = 5.0
 """How long a dispatch may take before it is withdrawn and made again."""
 DISPATCH_ATTEMPTS: Final = 8
 CONTROLLER_ATTRIBUTES: Final = {"avatar-relay.controller": "true"}
+LOCAL_HOSTS: Final = ("127.0.0.1", "localhost", "[::1]")
+"""Names the demo page may be reached by: it binds the loopback interface only."""
+
+
+def token_request_refusal(host: str | None, origin: str | None, port: int) -> str | None:
+    """Why a token request must be refused, or None when it comes from the demo page itself.
+
+    A page on another site could otherwise mint a controller token: by DNS rebinding (its
+    own name resolving to 127.0.0.1, so ``Host`` carries that name) or by a cross-site POST
+    (``Origin`` is the other site). Requests without ``Origin`` (curl, scripts) are allowed:
+    browsers always send it on a cross-origin POST.
+    """
+    allowed = {f"{name}:{port}" for name in LOCAL_HOSTS}
+    if host is None or host.lower() not in allowed:
+        return f"unexpected Host {host!r}"
+    if origin is not None and origin.lower() not in {f"http://{a}" for a in allowed}:
+        return f"unexpected Origin {origin!r}"
+    return None
 
 
 class DemoError(RuntimeError):
@@ -161,6 +179,13 @@ class DemoStack:
         return web.FileResponse(self._web_dir / "index.html")
 
     async def _token(self, request: web.Request) -> web.Response:
+        port = self._runner.addresses[0][1] if self._runner is not None else self._port
+        refusal = token_request_refusal(
+            request.headers.get("Host"), request.headers.get("Origin"), port
+        )
+        if refusal is not None:
+            logger.warning("token request refused", extra={"room": self.room, "reason": refusal})
+            raise web.HTTPForbidden(text=refusal)
         endpoint = self.endpoint
         identity = f"viewer-{uuid.uuid4().hex[:8]}"
         token = (

@@ -86,10 +86,10 @@ class AuthSettings(_Section):
     dev_mode: bool = False
     allow_all: bool = False
     identities: tuple[str, ...] = ()
-    attributes: dict[str, str] = Field(
-        default_factory=lambda: {"avatar-relay.controller": "true"}
-    )
+    attributes: dict[str, str] = Field(default_factory=lambda: {"avatar-relay.controller": "true"})
     kinds: tuple[ParticipantKindName, ...] = ()
+    rate_per_second: float = Field(default=2.0, gt=0, le=1000)
+    rate_burst: int = Field(default=10, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _allow_all_only_in_dev(self) -> AuthSettings:

@@ -59,12 +59,16 @@ async def join_room(
     rooms: list[rtc.Room] = []
 
     async def _join(
-        room: str, identity: str, *, attributes: dict[str, str] | None = None
+        room: str,
+        identity: str,
+        *,
+        attributes: dict[str, str] | None = None,
+        kind: str = "standard",
     ) -> rtc.Room:
         r = rtc.Room()
         await r.connect(
             livekit_server.url,
-            make_token(livekit_server, identity, room, attributes=attributes),
+            make_token(livekit_server, identity, room, attributes=attributes, kind=kind),
         )
         rooms.append(r)
         return r

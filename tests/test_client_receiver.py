@@ -241,7 +241,7 @@ def sync_shift(chunks: list[SyncedFrame]) -> int:
 async def relay_in(
     join_room: JoinRoom, room: str, identity: str = "relay"
 ) -> AsyncIterator[FakeRelay]:
-    r = await join_room(room, identity, attributes={ATTRIBUTE_ROLE: ROLE_RELAY})
+    r = await join_room(room, identity, attributes={ATTRIBUTE_ROLE: ROLE_RELAY}, kind="agent")
     relay = FakeRelay(r)
     await relay.start()
     try:
@@ -390,6 +390,25 @@ async def test_relay_leaving_and_rejoining_is_picked_up(
         async with relay_in(join_room, room_name) as relay:
             await collector.wait_until(lambda: collector.receiver.relay_identity == "relay")
             chunks = await play(collector, relay, Speech("conv-g", frames=25))
+            assert len({c.frame_index for c in chunks if c.frame_index is not None}) >= 20
+    finally:
+        await collector.aclose()
+
+
+async def test_viewer_with_relay_role_is_not_adopted(join_room: JoinRoom, room_name: str) -> None:
+    """Issue 14, finding 6: a non-AGENT participant whose token carries the relay role."""
+    impostor = await join_room(room_name, "impostor", attributes={ATTRIBUTE_ROLE: ROLE_RELAY})
+    collector = await start_receiver(join_room, room_name, "viewer")
+    try:
+        async with relay_in(join_room, room_name) as relay:
+            await collector.wait_until(lambda: collector.receiver.relay_identity == "relay")
+            # The impostor's packets on the animation topic are not even counted as the relay's.
+            await impostor.local_participant.publish_data(
+                encode_message(Interrupt("conv-x", 1)), reliable=True, topic=ANIMATION_TOPIC
+            )
+            chunks = await play(collector, relay, Speech("conv-x", frames=25))
+            assert collector.receiver.relay_identity == "relay"
+            assert "interrupt" not in collector.event_kinds("conv-x")
             assert len({c.frame_index for c in chunks if c.frame_index is not None}) >= 20
     finally:
         await collector.aclose()

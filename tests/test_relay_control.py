@@ -26,12 +26,14 @@ from avatar_relay.protocol import (
 )
 from avatar_relay.protocol.constants import (
     RPC_ERROR_BAD_REQUEST,
+    RPC_ERROR_RATE_LIMITED,
     RPC_ERROR_UNAUTHORIZED,
     RPC_INTERRUPT,
     RPC_SET_MOTION_SOURCE,
     RPC_SPEAK_TEXT,
     SPEAK_AUDIO_STREAM_TOPIC,
 )
+from avatar_relay.settings import load_settings
 
 pytestmark = pytest.mark.e2e
 AGENT = "relay-agent"
@@ -218,3 +220,39 @@ async def test_switching_source_mid_conversation_keeps_its_animation(
         channels = [len(s.channels) for s in starts]  # type: ignore[union-attr]
         assert channels[0] == channels[1] > channels[2]  # embedded, embedded, clapperboard
         await listener.aclose()
+
+
+async def test_control_requests_are_rate_limited_per_caller(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    """Issue 14: a caller flooding the control plane is refused with 4429; others are not."""
+    base = load_settings()
+    settings = base.model_copy(
+        update={"auth": base.auth.model_copy(update={"rate_burst": 3, "rate_per_second": 0.001})}
+    )
+    async with running_relay(livekit_server, room_name, settings=settings):
+        flooder = await join_room(room_name, "flooder", attributes=CONTROLLER)
+        other = await join_room(room_name, "other", attributes=CONTROLLER)
+        codes: list[int] = []
+        for _ in range(6):
+            try:
+                await flooder.local_participant.perform_rpc(
+                    destination_identity=AGENT, method=RPC_INTERRUPT, payload=""
+                )
+                codes.append(0)
+            except rtc.RpcError as exc:
+                codes.append(exc.code)
+        assert codes[:3] == [0, 0, 0]
+        assert codes[3:] == [RPC_ERROR_RATE_LIMITED] * 3
+        # Another caller has its own budget; an empty motion-source name is a bad request.
+        assert (
+            await other.local_participant.perform_rpc(
+                destination_identity=AGENT, method=RPC_INTERRUPT, payload=""
+            )
+            == ""
+        )
+        with pytest.raises(rtc.RpcError) as info:
+            await other.local_participant.perform_rpc(
+                destination_identity=AGENT, method=RPC_SET_MOTION_SOURCE, payload=" "
+            )
+        assert info.value.code == RPC_ERROR_BAD_REQUEST

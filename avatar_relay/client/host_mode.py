@@ -196,6 +196,11 @@ class HostModeController(rtc.EventEmitter[HostModeEvent]):
     def buffered_frames(self) -> int:
         return self._buffered_frames
 
+    @property
+    def max_buffered_samples(self) -> int:
+        """Most audio samples held at once (``max_buffered_seconds`` at the sample rate)."""
+        return self._max_samples
+
     # -- the contract --------------------------------------------------------------------------
 
     def yield_audio_data(
@@ -219,9 +224,15 @@ class HostModeController(rtc.EventEmitter[HostModeEvent]):
         elif first_sample is not None:
             expected = conv.start_sample + conv.fed
             if first_sample > expected:
+                # The gap is filled with silence up to the buffer's free room only: the rest
+                # would be dropped by _append anyway, and allocating it first let one far-off
+                # index cost gigabytes (issue 14). Position still advances past the gap.
                 gap = first_sample - expected
                 self.stats.audio_gap_samples += gap
-                self._append(conv, bytes(gap * BYTES_PER_SAMPLE))
+                fill = min(gap, max(0, self._max_samples - self._buffered_samples))
+                self.stats.audio_overflow_samples += gap - fill
+                self._append(conv, bytes(fill * BYTES_PER_SAMPLE))
+                conv.fed += gap - fill
             elif first_sample < expected:
                 overlap = min(expected - first_sample, len(audio) // BYTES_PER_SAMPLE)
                 self.stats.audio_overlap_samples += overlap

@@ -51,8 +51,15 @@ _END = object()
 
 
 def is_relay(participant: rtc.RemoteParticipant) -> bool:
-    """The relay agent marks itself with a participant attribute."""
-    return participant.attributes.get(ATTRIBUTE_ROLE) == ROLE_RELAY
+    """The relay is an agent participant that marks itself with the relay role attribute.
+
+    The kind comes from the server (the token issuer), so a viewer whose token carries the
+    role attribute is still not adopted as the relay (issue 14, finding 6).
+    """
+    return (
+        participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+        and participant.attributes.get(ATTRIBUTE_ROLE) == ROLE_RELAY
+    )
 
 
 class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):

@@ -88,6 +88,10 @@ class ReceiverStats:
     """Packets rejected as malformed (ProtocolError)."""
     duplicates: int = 0
     """Messages dropped because their sequence number was already seen."""
+    without_start: int = 0
+    """Messages dropped because their conversation's start had not been accepted."""
+    audio_gap_capped: int = 0
+    """Samples of announced audio gaps not filled with silence (beyond the buffer bound)."""
     gaps: int = 0
     """Sequence gaps (missed messages)."""
     frames_received: int = 0
@@ -176,6 +180,8 @@ class PlayoutSync:
     ) -> None:
         if default_jitter_delay < 0 or audio_path_delay < 0:
             raise ValueError("default_jitter_delay and audio_path_delay must be non-negative")
+        if max_conversations < 1 or max_pending_frames < 1:
+            raise ValueError("max_conversations and max_pending_frames must be positive")
         self._controller = controller or HostModeController(sample_rate=sample_rate)
         if self._controller.sample_rate != sample_rate:
             raise ValueError("the controller's sample rate must equal the receiver's")
@@ -229,7 +235,14 @@ class PlayoutSync:
             return None
         if isinstance(msg, ConversationStart):
             return self._on_start(msg, arrival)
-        conv = self._conversation(msg.conversation_id)
+        conv = self._convs.get(msg.conversation_id)
+        if conv is None:
+            # No accepted start: the codec and timing are unknown. Dropped without creating
+            # state or touching a sequence tracker (docs/PROTOCOL.md, order of checks), so
+            # the repeated start that follows is in order and a flood of unknown ids costs
+            # nothing.
+            self.stats.without_start += 1
+            return None
         status = conv.tracker.observe(msg.seq)
         if status is SeqStatus.DUPLICATE:
             self.stats.duplicates += 1
@@ -264,9 +277,13 @@ class PlayoutSync:
         while len(self._convs) > self._max_conversations:
             victim = next((c for c in self._convs.values() if c.done), None)
             if victim is None:
-                # Never the one being played: the oldest of the others.
+                # Never the one being played: the oldest of the others. Conversations not
+                # mapped yet (local_cid None) are never the playing one, even when nothing
+                # plays (comparing None with None made every candidate "playing").
                 playing = self._controller.get_current_conversation_id()
-                victim = next(c for c in self._convs.values() if c.local_cid != playing)
+                victim = next(
+                    c for c in self._convs.values() if c.local_cid is None or c.local_cid != playing
+                )  # the limit is at least 1, so at most one conversation is the playing one
                 self._close_local(victim)
             del self._convs[victim.cid]
             if victim.local_cid is not None:
@@ -284,10 +301,11 @@ class PlayoutSync:
         return self._codecs[channels]
 
     def _on_start(self, msg: ConversationStart, arrival: float) -> ConversationEvent | None:
-        conv = self._conversation(msg.conversation_id)
-        if conv.has_start:
-            self.stats.duplicates += 1
+        known = self._convs.get(msg.conversation_id)
+        if known is not None and known.has_start:
+            self.stats.duplicates += 1  # the relay repeats a playing conversation's start
             return None
+        conv = self._conversation(msg.conversation_id)
         conv.tracker.observe(msg.seq)
         conv.has_start = True
         conv.fps = msg.fps
@@ -422,7 +440,11 @@ class PlayoutSync:
         if conv.data_next is not None and msg.first_sample != conv.data_next:
             delta = msg.first_sample - conv.data_next
             if delta > 0:
-                pcm = bytes(delta * BYTES_PER_SAMPLE) + pcm
+                # Lost messages become silence, but never more than the controller can
+                # buffer: an index jump must not allocate without bound (issue 14).
+                fill = min(delta, self._max_gap_samples(source_rate))
+                self.stats.audio_gap_capped += delta - fill
+                pcm = bytes(fill * BYTES_PER_SAMPLE) + pcm
             else:
                 pcm = pcm[-delta * BYTES_PER_SAMPLE :]
         first = conv.data_next is None
@@ -440,6 +462,10 @@ class PlayoutSync:
             self._map(conv, pcm, start, end=False)
         elif conv.local_open:
             self._controller.yield_audio_data(pcm)
+
+    def _max_gap_samples(self, rate: int) -> int:
+        """Most silence (at ``rate``) a gap may insert: the controller's audio buffer."""
+        return self._controller.max_buffered_samples * rate // self._sr
 
     def _finish_data(self, conv: _Relayed) -> None:
         if conv.resampler is not None and conv.local_open:
@@ -504,7 +530,11 @@ class PlayoutSync:
             self._controller.yield_audio_data(pcm, end, first_sample=position if resync else None)
             conv.local_open = not end
             if resync and position > conv.fed:
-                self._controller.playout(position - conv.fed)  # discard the skipped span
+                # Discard the skipped span: at most what is buffered (a far-off frame index
+                # must not make the controller build a huge chunk of silence).
+                skip = min(position - conv.fed, self._controller.buffered_samples)
+                if skip > 0:
+                    self._controller.playout(skip)
         conv.fed = max(conv.fed, position + len(pcm) // BYTES_PER_SAMPLE)
         if end:
             conv.done = True

@@ -64,7 +64,10 @@ def motion_source_from_settings(settings: Settings, name: str | None = None) -> 
     variables. A source that cannot be built (missing variables, the optional SDK not
     installed) raises ValueError naming the cause, like an unknown name does.
     """
-    chosen = name or settings.motion.source
+    if name is not None and not name.strip():
+        # An empty name from a control request used to select the default silently.
+        raise ValueError(f"motion source name is empty; valid: {', '.join(sorted(MOTION_SOURCES))}")
+    chosen = settings.motion.source if name is None else name
     kwargs: dict[str, object] = {}
     if chosen == "embedded":
         kwargs = {"lookahead_ms": settings.motion.lookahead_ms, "seed": settings.motion.seed}

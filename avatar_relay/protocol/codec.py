@@ -27,6 +27,7 @@ from .errors import ProtocolError, UnsupportedVersionError
 from .limits import (
     MAX_CHANNELS,
     MAX_CONVERSATION_ID_CHARS,
+    MAX_DEPTH,
     MAX_FPS,
     MAX_FRAGMENTS,
     MAX_FRAMES_PER_MESSAGE,
@@ -35,6 +36,7 @@ from .limits import (
     MAX_MAP_ENTRIES,
     MAX_NAME_CHARS,
     MAX_TEXT_CHARS,
+    MIN_FPS,
 )
 from .messages import (
     AnimationFrames,
@@ -162,8 +164,8 @@ def _fps(m: _Wire) -> float:
     if type(value) not in (float, int):
         raise ProtocolError(f"key 'fps' must be a number, got {type(value).__name__}")
     fps = float(value)  # type: ignore[arg-type]  # int or float, checked above
-    if not (math.isfinite(fps) and 0.0 < fps <= MAX_FPS):
-        raise ProtocolError(f"fps {fps} is outside (0, {MAX_FPS}]")
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise ProtocolError(f"fps {fps} is outside [{MIN_FPS}, {MAX_FPS}]")
     return fps
 
 
@@ -203,7 +205,7 @@ def _read_start(m: _Wire) -> ConversationStart:
         raise ProtocolError(f"unsupported sample rate {rate}")
     return ConversationStart(
         conversation_id=_cid(m),
-        seq=_int(m, "s"),
+        seq=_int(m, "s", hi=0),  # a conversation's start is always its message 0
         codec=codec,
         fps=_fps(m),
         channels=channels,
@@ -400,6 +402,40 @@ def encode_fragment(fragment: Fragment) -> bytes:
 # -- decoding --------------------------------------------------------------------------------------
 
 
+_SCALARS: Final = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _map_pairs(pairs: list[tuple[object, object]]) -> dict[str, object]:
+    """Every map, at any depth: string keys only, each key once."""
+    m: dict[str, object] = {}
+    for key, value in pairs:
+        if type(key) is not str:
+            raise ProtocolError("map keys must be strings")
+        if key in m:
+            raise ProtocolError(f"duplicate map key {key!r}")
+        m[key] = value
+    return m
+
+
+def _no_ext(code: int, data: bytes) -> object:
+    raise ProtocolError(f"msgpack extension type {code} is not allowed")
+
+
+def _check_values(obj: dict[str, object]) -> None:
+    """Arrays and maps nest at most MAX_DEPTH deep; values are plain msgpack types."""
+    stack: list[tuple[dict[str, object] | list[object], int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        for item in value.values() if type(value) is dict else value:
+            kind = type(item)
+            if kind is dict or kind is list:
+                if depth >= MAX_DEPTH:
+                    raise ProtocolError(f"values nest deeper than {MAX_DEPTH} levels")
+                stack.append((item, depth + 1))  # type: ignore[arg-type]  # dict or list
+            elif kind not in _SCALARS:
+                raise ProtocolError(f"{kind.__name__} values are not allowed")
+
+
 def _unpack(data: bytes, max_bytes: int) -> _Wire:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"packet must be bytes, got {type(data).__name__}")
@@ -411,20 +447,23 @@ def _unpack(data: bytes, max_bytes: int) -> _Wire:
             raw=False,
             use_list=True,
             strict_map_key=False,
+            object_pairs_hook=_map_pairs,
+            ext_hook=_no_ext,
             max_str_len=max_bytes,
             max_bin_len=max_bytes,
             max_ext_len=max_bytes,
             max_array_len=MAX_FRAMES_PER_MESSAGE,
             max_map_len=MAX_MAP_ENTRIES,
         )
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+    except ProtocolError:
+        raise
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
         # msgpack reports truncation, trailing bytes, bad UTF-8, limits and unhashable keys
         # with several exception types; all of them mean "not a packet".
         raise ProtocolError(f"undecodable msgpack: {exc}") from exc
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise ProtocolError(f"packet must be a msgpack map, got {type(obj).__name__}")
-    if not all(type(k) is str for k in obj):
-        raise ProtocolError("packet map keys must be strings")
+    _check_values(obj)
     return obj
 
 

@@ -60,5 +60,8 @@ RPC_ERROR_BAD_REQUEST: Final = 4400
 RPC_ERROR_UNAUTHORIZED: Final = 4403
 """RPC error code: the caller is not allowed to control the avatar."""
 
+RPC_ERROR_RATE_LIMITED: Final = 4429
+"""RPC error code: the caller sent control requests faster than ``auth.rate_per_second``."""
+
 RPC_ERROR_UNAVAILABLE: Final = 4503
 """RPC error code: the relay cannot serve the request now (e.g. TTS failed)."""

@@ -26,7 +26,11 @@ MAX_FRAMES_PER_MESSAGE: Final = 1024
 """Most frames one ``frames`` or ``idle`` message may carry."""
 
 MAX_FPS: Final = 240.0
-"""Animation frame rates are in (0, 240]."""
+"""Animation frame rates are in [MIN_FPS, 240]."""
+
+MIN_FPS: Final = 1.0
+"""Slowest animation frame rate: keeps every media time ``k / fps`` finite and every
+sample position ``k * sr / fps`` far from float overflow (a denormal fps made it infinite)."""
 
 MAX_LOOKAHEAD_MS: Final = 60_000
 """Longest declared motion lookahead."""
@@ -36,3 +40,8 @@ MAX_FRAGMENTS: Final = 1024
 
 MAX_MAP_ENTRIES: Final = 64
 """Most entries of any msgpack map in a packet (known keys plus unknown extensions)."""
+
+MAX_DEPTH: Final = 8
+"""Deepest nesting of arrays and maps in a packet: the packet's own map is at depth 1, an
+array or map inside it at depth 2, and so on. Our messages use depth 2; the rest is room for
+extensions, while no input can drive a decoder into deep recursion."""

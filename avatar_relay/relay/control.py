@@ -14,6 +14,7 @@ from livekit import rtc
 from ..motion.base import MotionSource
 from ..protocol.constants import (
     RPC_ERROR_BAD_REQUEST,
+    RPC_ERROR_RATE_LIMITED,
     RPC_ERROR_UNAUTHORIZED,
     RPC_ERROR_UNAVAILABLE,
     RPC_INTERRUPT,
@@ -25,6 +26,7 @@ from ..settings import Settings
 from .auth import Authorizer, UnauthorizedError
 from .handle import ConversationHandle
 from .log import ctx, logger
+from .ratelimit import RateLimiter
 from .room_relay import RelayBusyError, RelayClosedError, RoomRelay
 from .tts import EspeakTts, Pcm, TtsError, WavError, parse_wav
 
@@ -64,6 +66,9 @@ class RelayControl:
         self._relay = relay
         self._settings = settings
         self._auth = Authorizer(settings.auth)
+        self._limiter = RateLimiter(
+            per_second=settings.auth.rate_per_second, burst=settings.auth.rate_burst
+        )
         self._motion_factory = motion_factory
         self._tts = tts or EspeakTts(settings.tts)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,7 +91,16 @@ class RelayControl:
 
     # -- helpers ----------------------------------------------------------------------------
     async def _authorize(self, method: str, identity: str) -> None:
+        """Rate limit, then authorize, the caller; raise the RPC error to answer with."""
         self._relay.metrics.control_request(method)
+        if not self._limiter.allow(identity):
+            self._relay.metrics.control_denied(method, "rate_limited")
+            wait = self._limiter.retry_after(identity)
+            logger.warning(
+                "control request rate limited",
+                extra=ctx(self._room.name, method=method, caller=identity, retry_after=wait),
+            )
+            raise rtc.RpcError(RPC_ERROR_RATE_LIMITED, f"too many requests; retry in {wait:.1f} s")
         try:
             await self._auth.check(self._room, identity)
         except UnauthorizedError as exc:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import secrets
 import shutil
+import struct
 import wave
 from dataclasses import dataclass
 
@@ -45,8 +46,12 @@ def parse_wav(data: bytes) -> Pcm:
                 raise WavError(f"WAV must be 16-bit PCM, got {wav.getsampwidth() * 8}-bit")
             channels, rate = wav.getnchannels(), wav.getframerate()
             raw = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise WavError(f"not a PCM WAV file: {exc}") from exc
+    except WavError:
+        raise
+    except (wave.Error, EOFError, RuntimeError, ValueError, struct.error) as exc:
+        # The wave module reports a chunk that runs past the data as a bare RuntimeError
+        # (and a few other malformed headers as ValueError or struct.error): issue 14.
+        raise WavError(f"not a PCM WAV file: {exc!r}") from exc
     if not 1 <= channels <= 2:
         raise WavError(f"WAV must be mono or stereo, got {channels} channels")
     if not 8000 <= rate <= 96000:

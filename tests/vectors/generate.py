@@ -115,6 +115,13 @@ def _wire(msg: Message, **changes: Any) -> dict[Any, Any]:
     return m
 
 
+def _with_raw(m: dict[Any, Any], key: str, raw_value: bytes) -> bytes:
+    """``m`` packed with one more entry, whose value is given as raw msgpack bytes."""
+    body = _pack(m)
+    assert 0x80 <= body[0] < 0x8F, "a fixmap of at most 14 entries"
+    return bytes([body[0] + 1]) + body[1:] + _pack(key) + raw_value
+
+
 def _arkit_frames(n: int, phase: float = 0.0) -> tuple[bytes, ...]:
     codec = ArkitU8Codec(SPEAKING)
     frames = []
@@ -355,6 +362,97 @@ def build() -> tuple[dict[str, Any], dict[str, bytes]]:
         "fragment_garbage",
         "fragments that reassemble to bytes that are not msgpack",
         [_pack({"v": 1, "t": "frag", "id": 4, "i": 0, "n": 1, "d": b"\xc1\xc1"})],
+    )
+
+    # -- issue 14: rules a spec-only client had to guess ------------------------------------
+    interrupt = Interrupt(CID, 4, TS)
+    deep_ok = _with_raw(_wire(interrupt), "x", b"\x91" * 7 + b"\x00")
+    b.add(
+        "depth_8",
+        "an unknown key holding arrays nested to depth 8 (the packet map is depth 1)",
+        [deep_ok], "ok", message_json(interrupt),
+    )  # fmt: skip
+    b.error(
+        "depth_9",
+        "arrays nested one level deeper than the limit of 8",
+        [_with_raw(_wire(interrupt), "x", b"\x91" * 8 + b"\x00")],
+    )
+    b.error(
+        "depth_deep_maps",
+        "5000 nested maps in 15 KB (a recursion bomb)",
+        [_with_raw(_wire(interrupt), "x", b"\x81\xa1k" * 5000 + b"\x00")],
+    )
+    b.error(
+        "nested_int_key",
+        "a non-string key in a nested map (keys are strings at every depth)",
+        [_with_raw(_wire(interrupt), "x", b"\x81\x01\x02")],
+    )
+    b.error("duplicate_key", "the key s twice", [_with_raw(_wire(interrupt), "s", _pack(5))])
+    b.error(
+        "nested_duplicate_key",
+        "a nested map with a key twice",
+        [_with_raw(_wire(interrupt), "x", b"\x82\xa1k\x01\xa1k\x02")],
+    )
+    b.error(
+        "extension_type",
+        "a msgpack extension value (fixext 1) in an unknown key",
+        [_with_raw(_wire(interrupt), "x", b"\xd4\x01\x00")],
+    )
+    b.error(
+        "timestamp_extension",
+        "a msgpack timestamp (extension -1) in an unknown key",
+        [_with_raw(_wire(interrupt), "x", b"\xd6\xff\x00\x00\x00\x00")],
+    )
+    b.error(
+        "invalid_utf8_unknown_key",
+        "invalid UTF-8 in the value of an unknown key",
+        [_with_raw(_wire(interrupt), "x", b"\xa2\xc3\x28")],
+    )
+    b.error(
+        "surrogate_utf8",
+        "a UTF-16 surrogate encoded as UTF-8 in a conversation id",
+        [_with_raw(_wire(interrupt, c=None), "c", b"\xa3\xed\xa0\x80")],
+    )  # fmt: skip
+    b.raw_ok(
+        "negative_unknown",
+        "negative integers (and other values) are allowed in unknown keys only",
+        _wire(interrupt, x=-5, y=[-(2**63), 2**64 - 1, -1.5]),
+        interrupt,
+    )
+    b.raw_ok(
+        "proto_key",
+        "keys named __proto__ and constructor are ordinary unknown keys",
+        _wire(interrupt, __proto__={"a": 1}, constructor="x"),
+        interrupt,
+    )
+    reason = AudioOnly(CID, 5, "\ufeff" + "r" * 250, TS)
+    b.ok("bom_kept", "a leading U+FEFF in a string is kept (251 code points)", reason)
+    b.error("start_seq_1", "a start with s = 1 (always 0)", [_pack(_wire(start, s=1))])
+    b.error("fps_below_one", "fps 0.5 (the floor is 1)", [_pack(_wire(start, fps=0.5))])
+    b.error("fps_denormal", "fps 5e-324", [_pack(_wire(start, fps=5e-324))])
+    slowest = ConversationStart(
+        CID, 0, "arkit-u8", 1.0, SPEAKING, 16000, "avatar-audio", "track", 120, TS
+    )
+    b.raw_ok("fps_one", "fps 1, the lowest allowed", _wire(start, fps=1.0), slowest)
+    b.error(
+        "sample_span_rounding",
+        "i = 2^53 - 2 with 3 samples: the last index 2^53 is out of range (exact arithmetic)",
+        [_pack(_wire(audio, i=2**53 - 2, d=bytes(6)))],
+    )
+    b.error(
+        "frame_span_rounding",
+        "f = 2^53 - 2 with 3 frames: the last index is out of range",
+        [_pack(_wire(frames, f=2**53 - 2, d=[b"\x01"] * 3))],
+    )
+    b.error(
+        "uint64_above_max",
+        "s = 2^53 + 1 as uint64 (a float64 would round it)",
+        [_with_raw(_wire(interrupt, s=None), "s", b"\xcf\x00\x20\x00\x00\x00\x00\x00\x01")],
+    )
+    b.error(
+        "idle_arkit_no_channels",
+        "an arkit-u8 idle message with an empty channel list",
+        [_pack(_wire(idle, ch=[], d=[]))],
     )
 
     doc = {

@@ -6,12 +6,11 @@
 import { Room, RoomEvent } from 'livekit-client';
 import {
   AvatarPlayer,
-  ATTRIBUTE_ROLE,
-  ROLE_RELAY,
   RPC_INTERRUPT,
   RPC_SET_MOTION_SOURCE,
   RPC_SPEAK_TEXT,
   SPEAK_AUDIO_STREAM_TOPIC,
+  findRelay,
   recordMicrophoneWav,
 } from 'avatar-relay-client';
 
@@ -56,6 +55,7 @@ avatar.on('sample', (state) => {
   debug.lastInterrupted = avatar.receiver.lastInterrupted;
   debug.interrupts = avatar.receiver.interrupts;
   debug.foreignPackets = avatar.stats.foreignPackets;
+  debug.foreignTracks = avatar.stats.foreignTracks;
   debug.dataAudio = avatar.dataAudio ? { ...avatar.dataAudio.stats, conversationId: avatar.dataAudio.conversationId } : null;
   debug.sync = syncMeter.summary();
   overlay.update(state, avatar.receiver, debug.sync ? debug.sync.last : undefined);
@@ -80,10 +80,7 @@ function setStatus(text, isError = false) {
 }
 
 function relayParticipant() {
-  for (const p of room.remoteParticipants.values()) {
-    if (p.attributes[ATTRIBUTE_ROLE] === ROLE_RELAY) return p;
-  }
-  return null;
+  return findRelay(room.remoteParticipants.values());
 }
 
 function setControlsEnabled(on) {

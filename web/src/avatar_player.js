@@ -14,15 +14,9 @@ import { RoomEvent, Track } from 'livekit-client';
 import { DataAudioPlayer } from './audio/data_player.js';
 import { TrackPlayer } from './audio/player.js';
 import { Presenter } from './presenter.js';
-import {
-  ANIMATION_TOPIC,
-  ATTRIBUTE_ROLE,
-  AUDIO_TRACK_NAME,
-  ProtocolError,
-  ROLE_RELAY,
-  Reassembler,
-} from './protocol/index.js';
+import { ANIMATION_TOPIC, ProtocolError, Reassembler } from './protocol/index.js';
 import { AvatarReceiver } from './receiver.js';
+import { isRelayAudio, isRelayParticipant } from './relay.js';
 import { FaceRenderer } from './render/face.js';
 
 const EVENTS = new Set([
@@ -72,7 +66,9 @@ export class AvatarPlayer {
     this.presenter = null;
     /** Identity of the relay whose audio track plays, or null. */
     this.relayIdentity = null;
-    this.stats = { messages: 0, protocolErrors: 0, foreignPackets: 0, onsets: 0, relaysLost: 0 };
+    this.stats = {
+      messages: 0, protocolErrors: 0, foreignPackets: 0, foreignTracks: 0, onsets: 0, relaysLost: 0,
+    };
     this.listeners = new Map();
     this.reassemblers = new Map();
     /** The relay whose messages are followed, when it was last heard, and relays gone silent. */
@@ -193,8 +189,8 @@ export class AvatarPlayer {
   onData(payload, participant, topic) {
     if (topic !== ANIMATION_TOPIC || !participant) return;
     const arrival = performance.now();
-    if (participant.attributes[ATTRIBUTE_ROLE] !== ROLE_RELAY) {
-      this.stats.foreignPackets += 1;
+    if (!isRelayParticipant(participant)) {
+      this.stats.foreignPackets += 1; // only the relay (an agent with the relay role) speaks
       return;
     }
     const hb = this.heartbeat;
@@ -257,7 +253,11 @@ export class AvatarPlayer {
   }
 
   onTrack(track, publication, participant) {
-    if (track.kind !== Track.Kind.Audio || publication.trackName !== AUDIO_TRACK_NAME) return;
+    if (!isRelayAudio(track, publication, participant)) {
+      // Any viewer can publish a track named like the avatar's: it is never played here.
+      if (track.kind === Track.Kind.Audio) this.stats.foreignTracks += 1;
+      return;
+    }
     if (this.audioReady === null) return;
     this.audioReady
       .then(async () => {

@@ -20,13 +20,8 @@
 
 import { RoomEvent } from 'livekit-client';
 
-import {
-  ANIMATION_TOPIC,
-  ATTRIBUTE_ROLE,
-  ProtocolError,
-  ROLE_RELAY,
-  Reassembler,
-} from './protocol/index.js';
+import { ANIMATION_TOPIC, ProtocolError, Reassembler } from './protocol/index.js';
+import { isRelayParticipant } from './relay.js';
 
 const BYTES_PER_SAMPLE = 2;
 /** Frames held per conversation while the controller's id is not known yet. */
@@ -136,7 +131,7 @@ export class HostModeBridge {
 
   onData(payload, participant, topic) {
     if (topic !== ANIMATION_TOPIC || !participant) return;
-    if (participant.attributes[ATTRIBUTE_ROLE] !== ROLE_RELAY) {
+    if (!isRelayParticipant(participant)) {
       this.stats.foreignPackets += 1;
       return;
     }

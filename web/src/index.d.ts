@@ -449,6 +449,8 @@ export class AvatarPlayer {
     readonly messages: number;
     readonly protocolErrors: number;
     readonly foreignPackets: number;
+    /** Audio tracks from anyone but the relay (never played). */
+    readonly foreignTracks: number;
     readonly onsets: number;
     readonly relaysLost: number;
   };
@@ -470,3 +472,11 @@ export function recordMicrophoneWav(
 
 /** Encode samples in [-1, 1] as a PCM16 mono WAV file. */
 export function encodeWavPcm16(samples: ArrayLike<number>, sampleRate: number): Uint8Array;
+
+/**
+ * Whether a participant is the relay: of kind AGENT (set by the server from its token) with
+ * the relay role attribute. Only the relay's audio and data may reach a page.
+ */
+export function isRelayParticipant(participant: RemoteParticipant | null | undefined): boolean;
+/** The relay among `participants`, or null. */
+export function findRelay(participants: Iterable<RemoteParticipant>): RemoteParticipant | null;

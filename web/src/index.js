@@ -9,6 +9,7 @@ export { FaceRenderer } from './render/face.js';
 export { TrackPlayer } from './audio/player.js';
 export { recordMicrophoneWav } from './audio/recorder.js';
 export { encodeWavPcm16 } from './audio/wav.js';
+export { findRelay, isRelayParticipant } from './relay.js';
 export {
   ANIMATION_TOPIC,
   ARKIT_CODEC,

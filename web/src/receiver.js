@@ -11,6 +11,8 @@ import { ConversationClock } from './sync/playout_clock.js';
 
 const MAX_IDLE_FRAMES = 256;
 
+const sameNames = (a, b) => a.length === b.length && a.every((name, i) => name === b[i]);
+
 export class AvatarReceiver {
   constructor({ maxBufferedFrames = 2048 } = {}) {
     this.controller = new HostModeController({ maxBufferedFrames });
@@ -20,7 +22,7 @@ export class AvatarReceiver {
     this.lastInterrupted = null;
     this.interrupts = 0;
     this.lastReason = null;
-    this.counts = { messages: 0, ignoredAudioData: 0, staleMessages: 0 };
+    this.counts = { messages: 0, ignoredAudioData: 0, staleMessages: 0, malformedFrames: 0 };
     /**
      * (conversationId, nowMs) => media position (s) heard at nowMs, null when not yet known,
      * undefined when that conversation's audio is not played from data (AvatarPlayer sets it).
@@ -72,8 +74,7 @@ export class AvatarReceiver {
         this.controller.startConversation(msg.conversationId, msg);
         break;
       case 'frames':
-        if (this.info && msg.conversationId === this.info.id) this.clock.onFrames(msg.firstFrame, arrivalMs);
-        this.controller.yieldFramesData(msg.frames, msg.conversationId, msg.firstFrame);
+        this.handleFrames(msg, arrivalMs);
         break;
       case 'audio_only':
         this.controller.setAudioOnly(msg.conversationId);
@@ -105,10 +106,41 @@ export class AvatarReceiver {
     }
   }
 
+  handleFrames(msg, arrivalMs) {
+    const info = this.info;
+    if (!info || msg.conversationId !== info.id) {
+      this.controller.yieldFramesData(msg.frames, msg.conversationId, msg.firstFrame);
+      return;
+    }
+    this.clock.onFrames(msg.firstFrame, arrivalMs);
+    if (info.codec !== ARKIT_CODEC || msg.frames.every((f) => f.length === info.channels.length)) {
+      this.controller.yieldFramesData(msg.frames, msg.conversationId, msg.firstFrame);
+      return;
+    }
+    // An arkit-u8 frame of the wrong length is dropped and counted (docs/PROTOCOL.md); the
+    // others are kept. Storing it made the face throw on every display frame (issue 14).
+    msg.frames.forEach((frame, offset) => {
+      if (frame.length === info.channels.length) {
+        this.controller.yieldFramesData([frame], msg.conversationId, msg.firstFrame + offset);
+      } else {
+        this.counts.malformedFrames += 1;
+      }
+    });
+  }
+
+  /** Weights of an arkit-u8 payload, or null (counted) when its length does not fit. */
+  weightsOf(channels, payload) {
+    if (payload.length !== channels.length) {
+      this.counts.malformedFrames += 1;
+      return null;
+    }
+    return decodeArkitFrame(channels, payload);
+  }
+
   handleIdle(msg, arrivalMs) {
     const idle = this.idle;
     if (msg.seq <= idle.lastSeq || msg.codec !== idle.codec || msg.fps !== idle.fps
-        || msg.channels.join() !== idle.channels.join()) {
+        || !sameNames(msg.channels, idle.channels)) {
       // A new sender or a new idle clock: start over.
       idle.frames.clear();
       idle.baseMs = null;
@@ -133,7 +165,7 @@ export class AvatarReceiver {
     for (const k of idle.frames.keys()) if (k <= target && k > best) best = k;
     if (best < 0) return null;
     for (const k of [...idle.frames.keys()]) if (k < best) idle.frames.delete(k);
-    return decodeArkitFrame(idle.channels, idle.frames.get(best));
+    return this.weightsOf(idle.channels, idle.frames.get(best));
   }
 
   /**
@@ -153,7 +185,7 @@ export class AvatarReceiver {
         if (this.controller.conversation !== null) {
           let weights = null;
           if (frame !== null && this.info.codec === ARKIT_CODEC) {
-            weights = decodeArkitFrame(this.info.channels, frame.payload);
+            weights = this.weightsOf(this.info.channels, frame.payload);
           }
           return {
             conversationId: id, mode, positionS, frameIndex: frame ? frame.index : null,

@@ -23,7 +23,10 @@ const PUBLIC_CLASSES = [
   'AvatarPlayer', 'AvatarReceiver', 'FaceRenderer', 'HostModeBridge', 'HostModeController', 'ProtocolError',
   'Reassembler', 'TrackPlayer', 'UnsupportedVersionError',
 ];
-const PUBLIC_FUNCTIONS = ['decodeArkitFrame', 'decodeMessage', 'encodeWavPcm16', 'recordMicrophoneWav'];
+const PUBLIC_FUNCTIONS = [
+  'decodeArkitFrame', 'decodeMessage', 'encodeWavPcm16', 'findRelay', 'isRelayParticipant',
+  'recordMicrophoneWav',
+];
 const PUBLIC_CONSTANTS = {
   ANIMATION_TOPIC: 'avatar-relay.animation',
   ARKIT_CODEC: 'arkit-u8',
@@ -135,7 +138,9 @@ class FakeRoom {
 test('AvatarPlayer takes messages from the relay only and counts undecodable packets', () => {
   const room = new FakeRoom();
   const player = new client.AvatarPlayer(room);
-  const relay = { identity: 'relay-1', attributes: { [client.ATTRIBUTE_ROLE]: client.ROLE_RELAY } };
+  const relay = {
+    identity: 'relay-1', isAgent: true, attributes: { [client.ATTRIBUTE_ROLE]: client.ROLE_RELAY },
+  };
   const stranger = { identity: 'viewer-1', attributes: {} };
   const seen = [];
   const errors = [];
@@ -144,7 +149,7 @@ test('AvatarPlayer takes messages from the relay only and counts undecodable pac
   assert.throws(() => player.on('frames', () => {}), RangeError);
 
   const start = encode({
-    v: 1, t: 'start', c: 'conv-1', s: 1, ts: 0, codec: client.ARKIT_CODEC, fps: 25, ch: ['jawOpen'],
+    v: 1, t: 'start', c: 'conv-1', s: 0, ts: 0, codec: client.ARKIT_CODEC, fps: 25, ch: ['jawOpen'],
     sr: 48000, track: client.AUDIO_TRACK_NAME, at: 'track', la: 0,
   });
   player.onData(start, stranger, client.ANIMATION_TOPIC);
@@ -157,13 +162,15 @@ test('AvatarPlayer takes messages from the relay only and counts undecodable pac
   assert.equal(errors.length, 1);
   assert.ok(errors[0] instanceof client.ProtocolError);
   assert.deepEqual(player.stats, {
-    messages: 1, protocolErrors: 1, foreignPackets: 1, onsets: 0, relaysLost: 0,
+    messages: 1, protocolErrors: 1, foreignPackets: 1, foreignTracks: 0, onsets: 0, relaysLost: 0,
   });
 });
 
 test('AvatarPlayer drops a relay silent for 1 s, interrupts its conversation, follows the next', () => {
   const player = new client.AvatarPlayer(new FakeRoom());
-  const relay = (identity) => ({ identity, attributes: { [client.ATTRIBUTE_ROLE]: client.ROLE_RELAY } });
+  const relay = (identity) => ({
+    identity, isAgent: true, attributes: { [client.ATTRIBUTE_ROLE]: client.ROLE_RELAY },
+  });
   const start = (c) => encode({
     v: 1, t: 'start', c, s: 0, ts: 0, codec: client.ARKIT_CODEC, fps: 25, ch: ['jawOpen'],
     sr: 48000, track: client.AUDIO_TRACK_NAME, at: 'track', la: 0,

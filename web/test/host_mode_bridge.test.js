@@ -182,10 +182,10 @@ test('the room path: only the relay\'s packets on the animation topic are taken'
   const bridge = new HostModeBridge(room, controller, { logger: quiet });
   bridge.start();
   const onData = room.handlers.get('dataReceived');
-  const relay = { identity: RELAY, attributes: { [ATTRIBUTE_ROLE]: ROLE_RELAY } };
+  const relay = { identity: RELAY, isAgent: true, attributes: { [ATTRIBUTE_ROLE]: ROLE_RELAY } };
   const stranger = { identity: 'viewer', attributes: {} };
   const packet = (m) => encode({ v: 1, s: seq++, ts: 0, ...m });
-  const startPacket = packet({ t: 'start', c: 'c1', codec: 'spatius', fps: 25, ch: [], sr: SR, track: '', at: 'data', la: 0 });
+  const startPacket = packet({ t: 'start', s: 0, c: 'c1', codec: 'spatius', fps: 25, ch: [], sr: SR, track: '', at: 'data', la: 0 });
   const audioPacket = packet({ t: 'audio', c: 'c1', i: 0, d: new Uint8Array(320) });
   onData(startPacket, stranger, undefined, ANIMATION_TOPIC);
   onData(audioPacket, stranger, undefined, ANIMATION_TOPIC);

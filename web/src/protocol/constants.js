@@ -8,6 +8,7 @@ export const RPC_SPEAK_TEXT = 'avatar-relay.speak_text';
 export const RPC_INTERRUPT = 'avatar-relay.interrupt';
 export const RPC_SET_MOTION_SOURCE = 'avatar-relay.set_motion_source';
 export const ATTRIBUTE_ROLE = 'avatar-relay.role';
+export const ATTRIBUTE_AUDIO_TRACK = 'avatar-relay.audio-track';
 export const ROLE_RELAY = 'relay';
 export const AUDIO_TRACK_NAME = 'avatar-audio';
 
@@ -22,8 +23,10 @@ export const MAX_TEXT_CHARS = 256;
 export const MAX_CHANNELS = 256;
 export const MAX_FRAMES_PER_MESSAGE = 1024;
 export const MAX_FPS = 240;
+export const MIN_FPS = 1;
 export const MAX_LOOKAHEAD_MS = 60000;
 export const MAX_FRAGMENTS = 1024;
 export const MAX_MAP_ENTRIES = 64;
+export const MAX_DEPTH = 8;
 
 export const ARKIT_CODEC = 'arkit-u8';

@@ -3,7 +3,6 @@
 // packet in tests/vectors/. A packet decodes to a complete message, to null (a well-formed
 // packet of an unknown type, ignored for forward compatibility), or throws ProtocolError.
 
-import { Decoder } from '@msgpack/msgpack';
 import {
   ARKIT_CODEC,
   MAX_CHANNELS,
@@ -13,79 +12,22 @@ import {
   MAX_FRAMES_PER_MESSAGE,
   MAX_INT,
   MAX_LOOKAHEAD_MS,
-  MAX_MAP_ENTRIES,
   MAX_MESSAGE_BYTES,
   MAX_NAME_CHARS,
   MAX_PACKET_BYTES,
   MAX_TEXT_CHARS,
+  MIN_FPS,
   PROTOCOL_VERSION,
   SUPPORTED_SAMPLE_RATES,
 } from './constants.js';
 import { ProtocolError, UnsupportedVersionError } from './errors.js';
-
-/** A msgpack float, kept apart from integers so `s: 1.0` is rejected as Python rejects it. */
-class WireFloat {
-  constructor(value) {
-    this.value = value;
-  }
-}
-
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * @msgpack/msgpack with two changes that make it as strict as Python's msgpack: invalid UTF-8
- * is an error (not U+FFFD), and floats stay distinguishable from integers.
- */
-class StrictDecoder extends Decoder {
-  decodeUtf8String(byteLength, headerOffset) {
-    const text = super.decodeUtf8String(byteLength, headerOffset);
-    strictUtf8.decode(this.bytes.subarray(this.pos - byteLength, this.pos));
-    return text;
-  }
-
-  readF32() {
-    return new WireFloat(super.readF32());
-  }
-
-  readF64() {
-    return new WireFloat(super.readF64());
-  }
-}
-
-/** Prefix of the property name given to a non-string map key (Python accepts those nested). */
-const NON_STRING_KEY = '\u0000key:';
-
-function convertKey(key) {
-  if (typeof key === 'string') return key;
-  // Python's msgpack accepts any hashable key in nested maps; only the packet's own keys must
-  // be strings (checked in unpack). Unhashable keys (arrays, maps) fail there as here.
-  if (key === null || typeof key !== 'object' || key instanceof Uint8Array || key instanceof WireFloat) {
-    return NON_STRING_KEY + typeName(key);
-  }
-  throw new ProtocolError('unhashable map key');
-}
-
-function makeDecoder(maxBytes) {
-  return new StrictDecoder({
-    maxStrLength: maxBytes,
-    maxBinLength: maxBytes,
-    maxExtLength: maxBytes,
-    maxArrayLength: MAX_FRAMES_PER_MESSAGE,
-    maxMapLength: MAX_MAP_ENTRIES,
-    mapKeyConverter: convertKey,
-  });
-}
-
-const packetDecoder = makeDecoder(MAX_PACKET_BYTES);
-const messageDecoder = makeDecoder(MAX_MESSAGE_BYTES);
+import { WireFloat, readMsgpack } from './msgpack.js';
 
 // -- field readers ---------------------------------------------------------------------------
 
-const has = (m, key) => Object.prototype.hasOwnProperty.call(m, key);
-
 function get(m, key) {
-  if (!has(m, key)) throw new ProtocolError(`missing key '${key}'`);
-  return m[key];
+  if (!m.has(key)) throw new ProtocolError(`missing key '${key}'`);
+  return m.get(key);
 }
 
 function typeName(value) {
@@ -93,6 +35,7 @@ function typeName(value) {
   if (value === null) return 'nil';
   if (value instanceof Uint8Array) return 'bin';
   if (Array.isArray(value)) return 'array';
+  if (value instanceof Map) return 'map';
   return typeof value;
 }
 
@@ -105,6 +48,10 @@ function codePoints(text) {
 
 function readInt(m, key, lo = 0, hi = MAX_INT) {
   const value = get(m, key);
+  if (typeof value === 'bigint') {
+    // Beyond 2^53 - 1 in magnitude: an integer, but outside every range of the protocol.
+    throw new ProtocolError(`key '${key}' = ${value} is outside [${lo}, ${hi}]`);
+  }
   if (typeof value !== 'number' || !Number.isInteger(value)) {
     throw new ProtocolError(`key '${key}' must be an integer, got ${typeName(value)}`);
   }
@@ -172,18 +119,19 @@ function readFps(m) {
   const value = get(m, 'fps');
   let fps;
   if (value instanceof WireFloat) fps = value.value;
-  else if (typeof value === 'number' && Number.isInteger(value)) fps = value;
+  else if (typeof value === 'number' || typeof value === 'bigint') fps = Number(value);
   else throw new ProtocolError(`key 'fps' must be a number, got ${typeName(value)}`);
-  if (!(Number.isFinite(fps) && fps > 0 && fps <= MAX_FPS)) {
-    throw new ProtocolError(`fps ${fps} is outside (0, ${MAX_FPS}]`);
+  if (!(Number.isFinite(fps) && fps >= MIN_FPS && fps <= MAX_FPS)) {
+    throw new ProtocolError(`fps ${fps} is outside [${MIN_FPS}, ${MAX_FPS}]`);
   }
   return fps;
 }
 
 const readCid = (m) => readStr(m, 'c', 1, MAX_CONVERSATION_ID_CHARS);
 
+// Compared without adding, so no sum is rounded to a double: first + count - 1 > MAX_INT.
 function checkFrameSpan(first, frames) {
-  if (first + frames.length - 1 > MAX_INT) {
+  if (first > MAX_INT - (frames.length - 1)) {
     throw new ProtocolError('frame indexes exceed the integer range');
   }
 }
@@ -219,7 +167,7 @@ function readStart(m) {
   return {
     type: 'start',
     conversationId: readCid(m),
-    seq: readInt(m, 's'),
+    seq: readInt(m, 's', 0, 0), // a conversation's start is always its message 0
     codec,
     fps: readFps(m),
     channels,
@@ -251,7 +199,7 @@ function readAudio(m) {
     throw new ProtocolError("audio 'd' must hold whole s16le samples (even byte count)");
   }
   const firstSample = readInt(m, 'i');
-  if (firstSample + pcm.length / 2 - 1 > MAX_INT) {
+  if (firstSample > MAX_INT - (pcm.length / 2 - 1)) {
     throw new ProtocolError('sample indexes exceed the integer range');
   }
   return {
@@ -332,32 +280,20 @@ const READERS = new Map([
 
 // -- decoding ----------------------------------------------------------------------------------
 
-function unpack(data, maxBytes, decoder) {
+function unpack(data, maxBytes) {
   if (!(data instanceof Uint8Array)) throw new ProtocolError('packet must be a Uint8Array');
   if (data.length > maxBytes) {
     throw new ProtocolError(`packet of ${data.length} bytes exceeds ${maxBytes}`);
   }
-  let obj;
-  try {
-    obj = decoder.decode(data);
-  } catch (err) {
-    if (err instanceof ProtocolError) throw err;
-    // Truncation, trailing bytes, bad UTF-8, limits: all mean "not a packet".
-    throw new ProtocolError(`undecodable msgpack: ${err.message}`);
-  }
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj) || obj instanceof Uint8Array
-      || obj instanceof WireFloat || obj instanceof Date) {
-    throw new ProtocolError(`packet must be a msgpack map, got ${typeName(obj)}`);
-  }
-  if (Object.keys(obj).some((k) => k.startsWith(NON_STRING_KEY))) {
-    throw new ProtocolError('packet map keys must be strings');
-  }
+  const obj = readMsgpack(data);
+  if (!(obj instanceof Map)) throw new ProtocolError(`packet must be a msgpack map, got ${typeName(obj)}`);
   return obj;
 }
 
-function decode(data, maxBytes, decoder) {
-  const m = unpack(data, maxBytes, decoder);
+function decode(data, maxBytes) {
+  const m = unpack(data, maxBytes);
   const version = get(m, 'v');
+  if (typeof version === 'bigint') throw new UnsupportedVersionError(version);
   if (typeof version !== 'number' || !Number.isInteger(version)) {
     throw new ProtocolError(`key 'v' must be an integer, got ${typeName(version)}`);
   }
@@ -371,12 +307,12 @@ function decode(data, maxBytes, decoder) {
 
 /** One packet of at most MAX_PACKET_BYTES: a message, a fragment (`type: 'frag'`), or null. */
 export function decodeAny(data) {
-  return decode(data, MAX_PACKET_BYTES, packetDecoder);
+  return decode(data, MAX_PACKET_BYTES);
 }
 
 /** A reassembled message of at most MAX_MESSAGE_BYTES; fragments may not nest. */
 export function decodeMessage(data) {
-  const result = decode(data, MAX_MESSAGE_BYTES, messageDecoder);
+  const result = decode(data, MAX_MESSAGE_BYTES);
   if (result !== null && result.type === 'frag') {
     throw new ProtocolError('a fragment may not carry another fragment');
   }
