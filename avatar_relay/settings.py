@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from importlib import resources
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,18 @@ DEFAULTS_RESOURCE = "defaults.toml"
 CONFIG_PATH_ENV = "AVATAR_RELAY_CONFIG"
 
 MotionSourceName = Literal["embedded", "clapperboard", "spatius"]
-ParticipantKindName = Literal["standard", "agent", "sip", "ingress", "egress", "connector"]
+ParticipantKindName = Literal[
+    "standard", "ingress", "egress", "sip", "agent", "connector", "bridge"
+]
+"""``rtc.ParticipantKind`` names without the ``PARTICIPANT_KIND_`` prefix, lowercase: the kinds
+a caller can have (a test keeps this list equal to the SDK's enum)."""
+
+LOOKAHEAD_LIMIT_MS: dict[str, int] = {"embedded": 120, "clapperboard": 500, "spatius": 500}
+"""The largest ``motion.lookahead_ms`` each source takes. The embedded generator refuses more
+(``avatar_relay.motion.embedded.MAX_LOOKAHEAD_MS``, kept equal by a test); the clapperboard
+ignores it; for Spatius it is the time the audio waits for the service."""
+RECOGNITION_MODULES = ("pocketsphinx", "soxr")
+"""What ``motion.recognition = true`` needs: the optional extra ``recognition``."""
 
 
 class SettingsError(ValueError):
@@ -69,10 +81,28 @@ class AudioSettings(_Section):
 
 class MotionSettings(_Section):
     source: MotionSourceName = "embedded"
-    lookahead_ms: int = Field(default=100, ge=0, le=500)
+    lookahead_ms: int = Field(default=100, ge=0, le=max(LOOKAHEAD_LIMIT_MS.values()))
     seed: int = 0
     stall_timeout_ms: int = Field(default=500, ge=50, le=10_000)
     spatius_telemetry: bool = False
+    recognition: bool = False
+
+    @model_validator(mode="after")
+    def _fits_the_source(self) -> MotionSettings:
+        limit = LOOKAHEAD_LIMIT_MS[self.source]
+        if self.lookahead_ms > limit:
+            raise ValueError(
+                f"motion.lookahead_ms = {self.lookahead_ms} is more than the {self.source!r} "
+                f"source takes ({limit})"
+            )
+        if self.recognition:
+            missing = [m for m in RECOGNITION_MODULES if find_spec(m) is None]
+            if missing:
+                raise ValueError(
+                    f"motion.recognition = true needs {', '.join(missing)}: "
+                    "pip install 'avatar-relay[recognition]'"
+                )
+        return self
 
 
 class RelaySettings(_Section):

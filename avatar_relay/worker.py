@@ -8,8 +8,10 @@ a server of your own.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -128,13 +130,27 @@ class RelayServer(AgentServer):
     """The livekit-agents server plus the failover reconciler in its main process.
 
     The reconciler starts once the worker is registered (the LiveKit URL and keys are known
-    then) and stops before the server closes.
+    then) and stops before the server closes. A temporary Prometheus directory made for this
+    server (``owned_metrics_dir``) is deleted when it closes, or at the latest when the
+    process exits.
     """
 
-    def __init__(self, *, agent_name: str, failover: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        agent_name: str,
+        failover: bool = True,
+        owned_metrics_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._relay_agent_name = agent_name
         self._reconciler: Reconciler | None = None
+        self._owned_metrics_dir = owned_metrics_dir
+        self._ran = False
+        if owned_metrics_dir is not None:
+            # Job processes are children of this one: only the creator removes the directory.
+            atexit.register(_remove_metrics_dir, owned_metrics_dir, os.getpid())
         if failover:
             self.on("worker_registered", self._start_reconciler)
 
@@ -149,16 +165,38 @@ class RelayServer(AgentServer):
         )
         self._reconciler.start()
 
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        self._ran = True
+        await super().run(devmode=devmode, unregistered=unregistered)
+
     async def aclose(self) -> None:
-        if self._reconciler is not None:
-            await self._reconciler.aclose()
-        await super().aclose()
+        try:
+            if self._reconciler is not None:
+                await self._reconciler.aclose()
+            if self._ran:  # AgentServer.aclose() before run() fails on state run() sets up
+                await super().aclose()
+        finally:
+            if self._owned_metrics_dir is not None:
+                _remove_metrics_dir(self._owned_metrics_dir, os.getpid())
+
+
+def _remove_metrics_dir(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def build_server(settings: Settings) -> AgentServer:
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
-        prefix="avatar-relay-metrics-"
-    )
+    """The worker for ``settings``; embed it in a server of your own or run it with the CLI.
+
+    With metrics on and no ``PROMETHEUS_MULTIPROC_DIR`` given, the job processes share a
+    temporary directory that the server deletes when it closes (issue 13, defect 7).
+    """
+    metrics_dir: str | None = None
+    owned_dir: str | None = None
+    if settings.agent.metrics_port is not None:
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not metrics_dir:
+            metrics_dir = owned_dir = tempfile.mkdtemp(prefix="avatar-relay-metrics-")
     max_rooms = settings.agent.max_rooms
 
     def _rooms_load(srv: AgentServer) -> float:
@@ -168,13 +206,14 @@ def build_server(settings: Settings) -> AgentServer:
         load_fnc=_rooms_load if max_rooms else None,
         agent_name=settings.agent.name,
         failover=settings.agent.failover,
+        owned_metrics_dir=owned_dir,
         setup_fnc=_prewarm,
         load_threshold=settings.agent.load_threshold,
         drain_timeout=DRAIN_TIMEOUT_S,
         host=settings.agent.http_host,
         port=settings.agent.http_port,
         prometheus_port=settings.agent.metrics_port,
-        prometheus_multiproc_dir=metrics_dir if settings.agent.metrics_port is not None else None,
+        prometheus_multiproc_dir=metrics_dir,
     )
     server.rtc_session(run_relay_job, agent_name=settings.agent.name, on_session_end=_end_session)
     return server

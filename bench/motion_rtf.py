@@ -85,7 +85,10 @@ async def main() -> None:
     print("|---|---|---|---|---|")
     for label, kwargs in [
         ("acoustic cues (default, lookahead 100 ms)", {}),
-        ("acoustic + pocketsphinx phones (lookahead 200 ms)", {"lookahead_ms": 200}),
+        (
+            "acoustic + pocketsphinx phones (lookahead 200 ms)",
+            {"lookahead_ms": 200, "recognition": True},
+        ),
     ]:
         source = EmbeddedMotionSource(max_lookahead_ms=200, **kwargs)
         rtf = await cpu_per_audio_second(source, pcm, sr, args.repeats)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import subprocess
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -25,15 +23,37 @@ from avatar_relay.protocol import (
     Message,
     Reassembler,
 )
-from avatar_relay.protocol.constants import ANIMATION_TOPIC, AUDIO_TRACK_NAME
+from avatar_relay.protocol.constants import (
+    ANIMATION_TOPIC,
+    AUDIO_TRACK_NAME,
+    RPC_SPEAK_TEXT,
+    SPEAK_AUDIO_STREAM_TOPIC,
+)
 from avatar_relay.relay import RoomRelay
 from avatar_relay.relay.control import RelayControl
+from avatar_relay.relay.tts import EspeakTts
 from avatar_relay.settings import Settings, load_settings
 
 JoinRoom = Callable[..., Awaitable[rtc.Room]]
 CONTROLLER = {"avatar-relay.controller": "true"}
 LISTEN_RATE = 24000
 RELAY_KIND = "standard"
+GAP_WINDOW_S = 0.01
+MAX_SPEECH_GAP_S = 0.3
+"""espeak-ng's longest pause inside a sentence (after a comma) is about 0.15 s."""
+GAP_SLACK_S = 0.06
+
+
+def longest_gap_s(pcm: np.ndarray, rate: int, threshold: int = 300) -> float:
+    """The longest run of silent 10 ms windows between the first and last loud one."""
+    window = max(1, int(rate * GAP_WINDOW_S))
+    n = len(pcm) // window
+    loud = np.abs(pcm[: n * window].astype(np.int32)).reshape(n, window).max(axis=1) > threshold
+    idx = np.flatnonzero(loud)
+    if len(idx) < 2:
+        return 0.0
+    runs = np.diff(idx) - 1  # silent windows between consecutive loud ones
+    return float(runs.max() * GAP_WINDOW_S)
 
 
 def espeak_pcm(text: str) -> tuple[bytes, int]:
@@ -45,15 +65,47 @@ def espeak_pcm(text: str) -> tuple[bytes, int]:
     return pcm[: len(pcm) // 2 * 2], 22050
 
 
+def wav_bytes(pcm: bytes | np.ndarray, rate: int) -> bytes:
+    """PCM s16le mono as a WAV file (``rtc.AudioFrame.to_wav_bytes``)."""
+    data = pcm.tobytes() if isinstance(pcm, np.ndarray) else pcm
+    return rtc.AudioFrame(data, rate, 1, len(data) // 2).to_wav_bytes()
+
+
 def espeak_wav(text: str) -> bytes:
-    pcm, rate = espeak_pcm(text)
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return out.getvalue()
+    return wav_bytes(*espeak_pcm(text))
+
+
+Speech = str | bytes | tuple[bytes | np.ndarray, int]
+"""What :func:`speak` says: text, a WAV file, or (PCM s16le mono, sample rate)."""
+
+
+async def speak(via: rtc.Room | RoomRelay, to: str | None = None, *, say: Speech) -> str | None:
+    """The one way the end-to-end tests make the relay speak.
+
+    ``via`` a participant's room (``to`` is the relay's identity): text goes by the speak_text
+    RPC (returns the conversation id), audio as a WAV on the speak-audio byte stream (returns
+    None: the id arrives with ConversationStart). ``via`` a RoomRelay in this process: the
+    audio goes through a conversation handle (returns its id); text is not accepted there.
+    """
+    if isinstance(via, RoomRelay):
+        if isinstance(say, str | bytes):
+            raise TypeError("an in-process relay is given PCM: say=(pcm, rate)")
+        pcm, rate = say
+        data = pcm.tobytes() if isinstance(pcm, np.ndarray) else pcm
+        async with await via.open_conversation() as handle:
+            handle.push_frame(rtc.AudioFrame(data, rate, 1, len(data) // 2))
+        return handle.id
+    if to is None:
+        raise TypeError("speaking through a participant needs the relay's identity (to=)")
+    if isinstance(say, str):
+        return await via.local_participant.perform_rpc(
+            destination_identity=to, method=RPC_SPEAK_TEXT, payload=say
+        )
+    wav = say if isinstance(say, bytes) else wav_bytes(*say)
+    await via.local_participant.send_bytes(
+        wav, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[to]
+    )
+    return None
 
 
 class Listener:
@@ -132,12 +184,34 @@ class Listener:
             self._audio_changed.clear()
             await self._audio_changed.wait()
 
-    def loud_seconds(self, threshold: int = 300) -> float:
+    def loud_seconds(
+        self,
+        threshold: int = 300,
+        *,
+        sent: tuple[bytes | np.ndarray, int] | None = None,
+        max_gap_s: float | None = MAX_SPEECH_GAP_S,
+    ) -> float:
+        """Seconds from the first loud sample heard to the last.
+
+        Audio lost in the middle fails here, not only audio lost at the ends: the longest
+        silent stretch inside that span may be at most ``max_gap_s`` or, given the ``sent``
+        (PCM, rate), at most the sent audio's own longest pause plus one 10 ms chunk and a
+        little jitter. ``max_gap_s=None`` when the span holds several utterances.
+        """
         if not self.audio:
             return 0.0
         audio = np.concatenate(self.audio)
         loud = np.flatnonzero(np.abs(audio) > threshold)
-        return 0.0 if len(loud) == 0 else (loud[-1] - loud[0]) / LISTEN_RATE
+        if len(loud) == 0:
+            return 0.0
+        if sent is not None:
+            pcm, rate = sent
+            data = np.frombuffer(pcm, np.int16) if isinstance(pcm, bytes) else pcm
+            max_gap_s = longest_gap_s(data, rate, threshold) + GAP_SLACK_S
+        if max_gap_s is not None:
+            gap = longest_gap_s(audio[loud[0] : loud[-1] + 1], LISTEN_RATE, threshold)
+            assert gap <= max_gap_s, f"{gap:.2f} s of the speech went silent (> {max_gap_s:.2f})"
+        return float((loud[-1] - loud[0]) / LISTEN_RATE)
 
     def frame_count(self, conversation_id: str) -> int:
         return sum(len(m.frames) for m in self.of(AnimationFrames, conversation_id))  # type: ignore[attr-defined]
@@ -164,6 +238,7 @@ async def running_relay(
     motion_source: MotionSource | None = None,
     settings: Settings | None = None,
     motion_factory: Callable[[str], MotionSource] | None = None,
+    tts: EspeakTts | None = None,
 ) -> AsyncIterator[RelayUnderTest]:
     """A RoomRelay + control in-process, joined to a real room as an agent participant."""
     settings = settings or load_settings()
@@ -178,6 +253,7 @@ async def running_relay(
         relay=relay,
         settings=settings,
         motion_factory=motion_factory or (lambda n: motion_source_from_settings(settings, n)),
+        tts=tts,
     )
     control.register()
     await relay.start()
@@ -200,4 +276,6 @@ __all__ = [
     "espeak_pcm",
     "espeak_wav",
     "running_relay",
+    "speak",
+    "wav_bytes",
 ]

@@ -199,7 +199,9 @@ def test_lookahead_is_validated() -> None:
         EmbeddedMotionSource(lookahead_ms=121)
     with pytest.raises(ValueError, match="lookahead_ms"):
         EmbeddedMotionSource(lookahead_ms=-1)
-    assert EmbeddedMotionSource(lookahead_ms=200, max_lookahead_ms=200).recognition
+    # Recognition is asked for, never implied by the lookahead (issue 13, defect 5).
+    assert not EmbeddedMotionSource(lookahead_ms=200, max_lookahead_ms=200).recognition
+    assert EmbeddedMotionSource(recognition=True).recognition
     assert not EmbeddedMotionSource().recognition
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import wave
 
 import pytest
@@ -14,8 +15,10 @@ from relay_helpers import (
     Listener,
     espeak_wav,
     running_relay,
+    speak,
 )
 
+import avatar_relay.relay.tts as tts_module
 from agent.devserver import LiveKitEndpoint
 from avatar_relay.protocol import (
     AnimationFrames,
@@ -28,12 +31,14 @@ from avatar_relay.protocol.constants import (
     RPC_ERROR_BAD_REQUEST,
     RPC_ERROR_RATE_LIMITED,
     RPC_ERROR_UNAUTHORIZED,
+    RPC_ERROR_UNAVAILABLE,
     RPC_INTERRUPT,
     RPC_SET_MOTION_SOURCE,
     RPC_SPEAK_TEXT,
-    SPEAK_AUDIO_STREAM_TOPIC,
 )
-from avatar_relay.settings import load_settings
+from avatar_relay.relay import PhaseChanged, RelayBusyError
+from avatar_relay.relay.tts import EspeakTts, Pcm
+from avatar_relay.settings import TtsSettings, load_settings
 
 pytestmark = pytest.mark.e2e
 AGENT = "relay-agent"
@@ -47,9 +52,7 @@ async def test_speak_text_plays_audio_with_frames_of_one_conversation(
         listener = Listener(viewer)
         async with asyncio.timeout(10):
             await listener.relay_found.wait()
-        conversation_id = await viewer.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Hello from the relay."
-        )
+        conversation_id = await speak(viewer, AGENT, say="Hello from the relay.")
         async with asyncio.timeout(15):
             end = await listener.wait_for(ConversationEnd, conversation_id)
             await listener.wait_audio_silent()
@@ -99,9 +102,7 @@ async def test_unauthorized_and_malformed_requests_get_clear_errors(
         # Nothing was started by any of them, and the relay still serves a good request.
         assert rut.relay.current_conversation_id is None
         assert not listener.of(ConversationStart)
-        cid = await controller.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Still here."
-        )
+        cid = await speak(controller, AGENT, say="Still here.")
         async with asyncio.timeout(15):
             await listener.wait_for(ConversationEnd, cid)
         await listener.aclose()
@@ -116,16 +117,9 @@ async def test_speak_audio_stream_plays_a_wav_and_rejects_garbage(
         listener = Listener(controller)
         wav = espeak_wav("Testing one two three.")
         # Garbage and an unauthorized sender start nothing.
-        await controller.local_participant.send_bytes(
-            b"RIFF\x00\x00not a wav at all", topic=SPEAK_AUDIO_STREAM_TOPIC,
-            destination_identities=[AGENT],
-        )  # fmt: skip
-        await stranger.local_participant.send_bytes(
-            wav, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[AGENT]
-        )
-        await controller.local_participant.send_bytes(
-            wav, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[AGENT]
-        )
+        await speak(controller, AGENT, say=b"RIFF\x00\x00not a wav at all")
+        await speak(stranger, AGENT, say=wav)
+        await speak(controller, AGENT, say=wav)
         async with asyncio.timeout(15):
             end = await listener.wait_for(ConversationEnd)
         assert len(listener.of(ConversationStart)) == 1
@@ -143,9 +137,7 @@ async def test_interrupt_rpc_stops_audio_and_sends_interrupt(
         controller = await join_room(room_name, "controller", attributes=CONTROLLER)
         listener = Listener(controller)
         text = "This is a long sentence that the avatar will not be allowed to finish saying."
-        cid = await controller.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload=text
-        )
+        cid = await speak(controller, AGENT, say=text)
         async with asyncio.timeout(10):
             await listener.wait_for(AnimationFrames, cid)
         interrupted = await controller.local_participant.perform_rpc(
@@ -158,9 +150,7 @@ async def test_interrupt_rpc_stops_audio_and_sends_interrupt(
         assert not listener.of(ConversationEnd, cid)
         assert rut.relay.current_conversation_id is None
         # The next request works normally after the interrupt.
-        cid2 = await controller.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Okay."
-        )
+        cid2 = await speak(controller, AGENT, say="Okay.")
         async with asyncio.timeout(10):
             await listener.wait_for(ConversationEnd, cid2)
         await listener.aclose()
@@ -176,9 +166,7 @@ async def test_switch_to_clapperboard_changes_codec_of_next_conversation(
             destination_identity=AGENT, method=RPC_SET_MOTION_SOURCE, payload="clapperboard"
         )
         assert name == "clapperboard"
-        cid = await controller.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Clap."
-        )
+        cid = await speak(controller, AGENT, say="Clap.")
         async with asyncio.timeout(10):
             start = await listener.wait_for(ConversationStart, cid)
             await listener.wait_for(ConversationEnd, cid)
@@ -196,20 +184,14 @@ async def test_switching_source_mid_conversation_keeps_its_animation(
         controller = await join_room(room_name, "controller", attributes=CONTROLLER)
         listener = Listener(controller)
         text = "The avatar keeps moving its mouth while the motion source is switched."
-        first = await controller.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload=text
-        )
-        second = await controller.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="Queued before."
-        )
+        first = await speak(controller, AGENT, say=text)
+        second = await speak(controller, AGENT, say="Queued before.")
         async with asyncio.timeout(10):
             await listener.wait_for(AnimationFrames, first)
         await controller.local_participant.perform_rpc(
             destination_identity=AGENT, method=RPC_SET_MOTION_SOURCE, payload="clapperboard"
         )
-        third = await controller.local_participant.perform_rpc(
-            destination_identity=AGENT, method=RPC_SPEAK_TEXT, payload="After."
-        )
+        third = await speak(controller, AGENT, say="After.")
         async with asyncio.timeout(30):
             ends = [await listener.wait_for(ConversationEnd, c) for c in (first, second, third)]
         assert not listener.of(AudioOnly)
@@ -256,3 +238,69 @@ async def test_control_requests_are_rate_limited_per_caller(
                 destination_identity=AGENT, method=RPC_SET_MOTION_SOURCE, payload=" "
             )
         assert info.value.code == RPC_ERROR_BAD_REQUEST
+
+
+class CountingTts(EspeakTts):
+    """espeak-ng, counting the syntheses it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(TtsSettings())
+        self.calls = 0
+
+    async def synthesize(self, text: str) -> Pcm:
+        self.calls += 1
+        return await super().synthesize(text)
+
+
+class TestDefect7CostlyWorkIsNotDoneForNothing:
+    """Issue 13, defect 7: TTS ran before the queue-capacity check; a WAV of up to 10 MB was
+    parsed on the event loop (holding the audio and frames of what was playing)."""
+
+    async def test_a_full_relay_refuses_speak_text_before_synthesizing(
+        self, livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+    ) -> None:
+        tts = CountingTts()
+        async with running_relay(livekit_server, room_name, tts=tts) as rut:
+            controller = await join_room(room_name, "controller", attributes=CONTROLLER)
+            # One conversation playing (waiting for its audio) and a full queue behind it.
+            taken = asyncio.Event()
+            rut.relay.player.on(
+                "conversation_event",
+                lambda ev: taken.set() if isinstance(ev, PhaseChanged) else None,
+            )
+            handles = [await rut.relay.open_conversation()]
+            async with asyncio.timeout(5):
+                await taken.wait()
+            for _ in range(rut.relay.player.options.max_pending):
+                handles.append(await rut.relay.open_conversation())
+            with pytest.raises(RelayBusyError):
+                rut.relay.check_capacity()
+            with pytest.raises(rtc.RpcError) as err:
+                await speak(controller, AGENT, say="Too many.")
+            assert err.value.code == RPC_ERROR_UNAVAILABLE
+            assert tts.calls == 0
+            rut.relay.interrupt_all()
+
+    async def test_a_wav_is_decoded_off_the_event_loop(
+        self,
+        livekit_server: LiveKitEndpoint,
+        join_room: JoinRoom,
+        room_name: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        decoded_on: list[threading.Thread] = []
+        real_parse = tts_module.parse_wav
+
+        def recording_parse(data: bytes) -> Pcm:
+            decoded_on.append(threading.current_thread())
+            return real_parse(data)
+
+        monkeypatch.setattr(tts_module, "parse_wav", recording_parse)
+        async with running_relay(livekit_server, room_name):
+            controller = await join_room(room_name, "controller", attributes=CONTROLLER)
+            listener = Listener(controller)
+            await speak(controller, AGENT, say=espeak_wav("Off the loop."))
+            async with asyncio.timeout(15):
+                await listener.wait_for(ConversationStart)
+            assert decoded_on and threading.main_thread() not in decoded_on
+            await listener.aclose()

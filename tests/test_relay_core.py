@@ -40,10 +40,12 @@ from avatar_relay.relay import (
     Phase,
     PhaseChanged,
 )
+from avatar_relay.relay.control import speak_pcm
 from avatar_relay.relay.conversation import Conversation
 from avatar_relay.relay.interfaces import EmissionAnchor
 from avatar_relay.relay.metrics import RelayMetrics
 from avatar_relay.relay.pacer import FramePacer
+from avatar_relay.relay.tts import Pcm
 
 
 async def speak(rig: Rig, pcm: np.ndarray) -> str:
@@ -365,3 +367,35 @@ def test_defect6_a_segment_refused_by_a_busy_relay_is_dropped_whole_and_logged_o
         await rig.player.aclose()
 
     run_virtual(main)
+
+
+class TestDefect7SpeakPcmNeverLeavesAConversationOpen:
+    """Defect 7 (with 1): speak_pcm yields between pieces; cancelled there (the RPC's caller
+    went away), it left its conversation open, and the queue behind it waited on silence."""
+
+    def test_cancelled_while_feeding_it_interrupts_the_conversation(self) -> None:
+        async def main() -> None:
+            rig = make_rig(input_idle_timeout_s=10.0)
+            events: list[ConversationEvent] = []
+            rig.player.on("conversation_event", events.append)
+            task = asyncio.create_task(
+                speak_pcm(rig.player, Pcm(tone(5.0, 1000), RATE)), name="test.speak"
+            )
+            for _ in range(20):  # until it has opened the conversation and fed a piece
+                await asyncio.sleep(0)
+                if rig.player.conversations():
+                    break
+            [conv] = rig.player.conversations()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            t0 = asyncio.get_running_loop().time()
+            nxt = await speak(rig, tone(0.3, 2000))
+            await finished(rig, nxt)
+            result = await asyncio.shield(conv.result)
+            assert result.interrupted
+            assert asyncio.get_running_loop().time() - t0 < 2  # not after the idle timeout
+            assert of(rig, ConversationEnd, nxt)[0].audio_samples == round(0.3 * RATE)
+            await rig.player.aclose()
+
+        run_virtual(main)

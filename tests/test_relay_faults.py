@@ -13,6 +13,7 @@ from typing import Literal
 import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import pytest
+import relay_helpers
 from relay_helpers import JoinRoom, running_relay
 from relay_watch import WatchingListener, expected_frames, tone_pcm
 
@@ -117,10 +118,9 @@ def live_tasks(prefix: str) -> list[asyncio.Task[object]]:
 
 
 async def speak(relay: RoomRelay, pcm: np.ndarray) -> str:
-    handle = await relay.open_conversation()
-    handle.push_pcm(pcm)
-    handle.end()
-    return handle.id
+    cid = await relay_helpers.speak(relay, say=(pcm, relay.sample_rate))
+    assert cid is not None
+    return cid
 
 
 async def assert_next_conversation_is_normal(relay: RoomRelay, listener: WatchingListener) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import numpy as np
 import pytest
 from livekit import rtc
-from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_pcm, running_relay
+from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_pcm, running_relay, speak
 
 from agent.devserver import LiveKitEndpoint
 from avatar_relay.protocol import ConversationEnd, ConversationStart
@@ -21,12 +21,10 @@ pytestmark = pytest.mark.e2e
 Kind = rtc.SimulateScenarioKind
 
 
-async def speak(relay: RoomRelay, text: str) -> str:
-    pcm, rate = espeak_pcm(text)
-    handle = await relay.open_conversation()
-    handle.push_frame(rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2))
-    handle.end()
-    return handle.id
+async def speak_text(relay: RoomRelay, text: str) -> str:
+    cid = await speak(relay, say=espeak_pcm(text))
+    assert cid is not None
+    return cid
 
 
 @pytest.mark.parametrize("scenario", [Kind.SIMULATE_SIGNAL_RECONNECT, Kind.SIMULATE_FULL_RECONNECT])
@@ -39,7 +37,7 @@ async def test_relay_keeps_speaking_after_its_connection_recovers(
             await listener.relay_found.wait()
         reconnected = asyncio.Event()
         rut.room.on("reconnected", lambda: reconnected.set())
-        first = await speak(rut.relay, "Before the connection drops.")
+        first = await speak_text(rut.relay, "Before the connection drops.")
         async with asyncio.timeout(10):
             await listener.wait_for(ConversationStart, first)
         await rut.room.simulate_scenario(scenario)
@@ -49,7 +47,7 @@ async def test_relay_keeps_speaking_after_its_connection_recovers(
             async with asyncio.timeout(20):
                 await reconnected.wait()
         heard_before = len(listener.audio)
-        second = await speak(rut.relay, "And after it came back, I still speak.")
+        second = await speak_text(rut.relay, "And after it came back, I still speak.")
         async with asyncio.timeout(20):
             end = await listener.wait_for(ConversationEnd, second)
             await listener.wait_audio_silent()

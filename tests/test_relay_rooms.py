@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+import relay_helpers
 from conftest import make_token
 from livekit import rtc
 from relay_helpers import JoinRoom, running_relay
@@ -29,10 +30,9 @@ RATE = 24000
 
 async def speak(relay: RoomRelay, seconds: float) -> tuple[str, int]:
     tone = tone_pcm(seconds)
-    handle = await relay.open_conversation()
-    handle.push_pcm(tone)
-    handle.end()
-    return handle.id, len(tone)
+    cid = await relay_helpers.speak(relay, say=(tone, RATE))
+    assert cid is not None
+    return cid, len(tone)
 
 
 async def listen(join_room: JoinRoom, room: str, identity: str) -> WatchingListener:

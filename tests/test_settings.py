@@ -6,13 +6,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from livekit import rtc
 
+import avatar_relay.settings as settings_module
 from agent.devserver import PROJECT_ROOT
+from avatar_relay.motion import EmbeddedMotionSource, motion_source_from_settings
+from avatar_relay.motion.embedded import MAX_LOOKAHEAD_MS as EMBEDDED_MAX_LOOKAHEAD_MS
 from avatar_relay.protocol.constants import ANIMATION_TOPIC
+from avatar_relay.relay.auth import KIND_PREFIX, kind_name
 from avatar_relay.settings import (
     CONFIG_PATH_ENV,
+    LOOKAHEAD_LIMIT_MS,
+    ParticipantKindName,
     Settings,
     SettingsError,
     load_settings,
@@ -87,6 +95,8 @@ def test_config_file_overrides_defaults_and_env_overrides_file(
         ({"AVATAR_RELAY_AUDIO__QUEUE_MS": "5"}, "audio.queue_ms"),
         ({"AVATAR_RELAY_MOTION__SOURCE": "puppet"}, "motion.source"),
         ({"AVATAR_RELAY_MOTION__LOOKAHEAD_MS": "-1"}, "motion.lookahead_ms"),
+        # issue 13, defect 5: more than the embedded source takes fails here, not in every job
+        ({"AVATAR_RELAY_MOTION__LOOKAHEAD_MS": "300"}, "motion.lookahead_ms = 300"),
         ({"AVATAR_RELAY_AUTH__ALLOW_ALL": "true"}, "auth.allow_all"),
         ({"AVATAR_RELAY_AUDIO__TRANSPORT": "pigeon"}, "audio.transport"),
     ],
@@ -199,3 +209,47 @@ def test_make_settings_names_the_bad_key() -> None:
         make_settings(motion={"lookahead_ms": -1})
     with pytest.raises(ValueError, match=r"relay\.nonsense"):
         make_settings(relay={"nonsense": 1})
+
+
+class TestDefect5SettingsTheSourcesReject:
+    """Issue 13, defect 5: values that validated but failed every job, or never matched."""
+
+    def test_a_lookahead_the_embedded_source_refuses_is_refused_naming_the_key(self) -> None:
+        with pytest.raises(SettingsError, match=r"motion\.lookahead_ms = 121 .*'embedded'"):
+            make_settings(motion={"lookahead_ms": 121})
+        # The bound belongs to the chosen source: Spatius waits up to 500 ms for the service.
+        assert make_settings(motion={"source": "spatius", "lookahead_ms": 400}).motion
+        with pytest.raises(SettingsError, match=r"motion\.lookahead_ms"):
+            make_settings(motion={"source": "spatius", "lookahead_ms": 501})
+
+    def test_every_accepted_lookahead_builds_the_source(self) -> None:
+        for source, limit in LOOKAHEAD_LIMIT_MS.items():
+            if source != "spatius":  # needs the vendor's credentials; bound checked above
+                settings = make_settings(motion={"source": source, "lookahead_ms": limit})
+                assert motion_source_from_settings(settings).name == source
+        assert LOOKAHEAD_LIMIT_MS["embedded"] == EMBEDDED_MAX_LOOKAHEAD_MS
+
+    def test_auth_kinds_are_exactly_the_sdks_participant_kinds(self) -> None:
+        sdk = {name.removeprefix(KIND_PREFIX).lower() for name in rtc.ParticipantKind.keys()}
+        assert set(get_args(ParticipantKindName)) == sdk
+        with pytest.raises(SettingsError, match=r"auth\.kinds"):
+            make_settings(auth={"kinds": ["robot"]})
+        for value in rtc.ParticipantKind.values():
+            name = kind_name(value)
+            assert name is not None and make_settings(auth={"kinds": [name]}).auth.kinds
+
+    def test_recognition_is_switched_on_by_its_key_only(self) -> None:
+        settings = make_settings(motion={"lookahead_ms": 120})
+        assert not settings.motion.recognition
+        source = motion_source_from_settings(settings)
+        assert isinstance(source, EmbeddedMotionSource) and not source.recognition
+        on = make_settings(motion={"recognition": True})
+        source = motion_source_from_settings(on)
+        assert isinstance(source, EmbeddedMotionSource) and source.recognition
+
+    def test_recognition_without_its_extra_is_refused_naming_the_key(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(settings_module, "RECOGNITION_MODULES", ("no_such_module_xyz",))
+        with pytest.raises(SettingsError, match=r"motion\.recognition = true needs"):
+            make_settings(motion={"recognition": True})

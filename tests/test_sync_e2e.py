@@ -9,19 +9,17 @@ first audio chunk set its clock; every frame then arrived seconds early.
 from __future__ import annotations
 
 import asyncio
-import io
 import sys
 import time
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from conftest import LOG_DIR
+from relay_helpers import speak
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay
 from avatar_relay.motion import clapperboard_audio
-from avatar_relay.protocol.constants import SPEAK_AUDIO_STREAM_TOPIC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from sync import OFFSET_S, PERIOD_S, Viewer, heard_onsets, token  # noqa: E402
@@ -64,16 +62,9 @@ async def test_marker_frames_are_presented_with_their_bursts_at_every_receiver(
                 await v.wait_audio_flowing()
         agent_identity = viewers[0].receiver.relay_identity
         assert agent_identity is not None
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(24000)
-            w.writeframes(clapperboard_audio(24000, SECONDS, period_s=PERIOD_S, offset_s=OFFSET_S))
+        clap = clapperboard_audio(24000, SECONDS, period_s=PERIOD_S, offset_s=OFFSET_S)
         sent = time.monotonic()
-        await viewers[0].room.local_participant.send_bytes(
-            buf.getvalue(), topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[agent_identity]
-        )
+        await speak(viewers[0].room, agent_identity, say=(clap, 24000))
         expected_bursts = len([t for t in range(8) if OFFSET_S + t * PERIOD_S < SECONDS])
         async with asyncio.timeout(SECONDS + 15):
             for v in viewers:

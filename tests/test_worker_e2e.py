@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from conftest import LOG_DIR
 from livekit import api
-from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_wav
+from relay_helpers import CONTROLLER, JoinRoom, Listener, espeak_wav, speak
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay
 from avatar_relay.protocol import AnimationFrames, ConversationEnd, ConversationStart
-from avatar_relay.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
+from avatar_relay.protocol.constants import ATTRIBUTE_ROLE
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +49,7 @@ async def test_dispatched_worker_speaks_wav_with_animation(
     async with asyncio.timeout(30):
         await listener.relay_found.wait()
     agent = next(p for p in room.remote_participants.values() if p.attributes.get(ATTRIBUTE_ROLE))
-    await room.local_participant.send_bytes(
-        wav, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[agent.identity]
-    )
+    await speak(room, agent.identity, say=wav)
     async with asyncio.timeout(duration + 15):
         end = await listener.wait_for(ConversationEnd)
         # Audio keeps arriving for the queue + jitter delay after the end message is sent.

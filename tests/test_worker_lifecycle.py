@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import re
-import wave
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,26 +14,16 @@ import numpy as np
 import pytest
 from conftest import LOG_DIR
 from livekit import api
-from relay_helpers import CONTROLLER, JoinRoom
+from relay_helpers import CONTROLLER, JoinRoom, speak
 from relay_watch import WatchingListener, tone_pcm
 
 from agent.devserver import LiveKitEndpoint, WorkerProcess, dispatch_relay, free_port
 from avatar_relay.protocol import AnimationFrames, ConversationEnd, ConversationStart, Interrupt
-from avatar_relay.protocol.constants import ATTRIBUTE_ROLE, SPEAK_AUDIO_STREAM_TOPIC
+from avatar_relay.protocol.constants import ATTRIBUTE_ROLE
 
 pytestmark = pytest.mark.e2e
 SHUTDOWN_BOUND_S = 20.0
 """A SIGTERMed worker must be gone by then (livekit-agents' own drain included)."""
-
-
-def tone_wav(seconds: float) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(24000)
-        w.writeframes(tone_pcm(seconds).tobytes())
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -75,9 +63,7 @@ async def speak_through_worker(
     agent = next(
         p for p in listener.room.remote_participants.values() if p.attributes.get(ATTRIBUTE_ROLE)
     )
-    await listener.room.local_participant.send_bytes(
-        tone_wav(seconds), topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[agent.identity]
-    )
+    await speak(listener.room, agent.identity, say=(tone_pcm(seconds), 24000))
     async with asyncio.timeout(10):
         await listener.wait_for(AnimationFrames)
     return listener

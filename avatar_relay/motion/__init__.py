@@ -70,7 +70,11 @@ def motion_source_from_settings(settings: Settings, name: str | None = None) -> 
     chosen = settings.motion.source if name is None else name
     kwargs: dict[str, object] = {}
     if chosen == "embedded":
-        kwargs = {"lookahead_ms": settings.motion.lookahead_ms, "seed": settings.motion.seed}
+        kwargs = {
+            "lookahead_ms": settings.motion.lookahead_ms,
+            "seed": settings.motion.seed,
+            "recognition": settings.motion.recognition,
+        }
     elif chosen == "spatius":
         # The service's latency is covered by holding the audio back this long.
         kwargs = {

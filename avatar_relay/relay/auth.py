@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from livekit import rtc
+from livekit.agents.utils import wait_for_participant
 
 from ..settings import AuthSettings
 
@@ -13,13 +14,15 @@ class UnauthorizedError(PermissionError):
     """The caller may not control the avatar."""
 
 
-_KIND_NAMES: dict[int, str] = {
-    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD: "standard",
-    rtc.ParticipantKind.PARTICIPANT_KIND_AGENT: "agent",
-    rtc.ParticipantKind.PARTICIPANT_KIND_SIP: "sip",
-    rtc.ParticipantKind.PARTICIPANT_KIND_INGRESS: "ingress",
-    rtc.ParticipantKind.PARTICIPANT_KIND_EGRESS: "egress",
-}
+KIND_PREFIX = "PARTICIPANT_KIND_"
+
+
+def kind_name(kind: rtc.ParticipantKind.ValueType) -> str | None:
+    """``"sip"`` for ``PARTICIPANT_KIND_SIP``: the spelling of ``auth.kinds``; None if unknown."""
+    try:
+        return rtc.ParticipantKind.Name(kind).removeprefix(KIND_PREFIX).lower()
+    except ValueError:  # a kind newer than this SDK
+        return None
 
 
 JOIN_GRACE_S = 5.0
@@ -29,22 +32,11 @@ JOIN_GRACE_S = 5.0
 async def _wait_for_participant(
     room: rtc.Room, identity: str, timeout: float
 ) -> rtc.RemoteParticipant | None:
-    participant = room.remote_participants.get(identity)
-    if participant is not None:
-        return participant
-    arrived: asyncio.Future[rtc.RemoteParticipant] = asyncio.get_running_loop().create_future()
-
-    def _on_connected(p: rtc.RemoteParticipant) -> None:
-        if p.identity == identity and not arrived.done():
-            arrived.set_result(p)
-
-    room.on("participant_connected", _on_connected)
     try:
-        return await asyncio.wait_for(arrived, timeout)
-    except TimeoutError:
+        participant = await asyncio.wait_for(wait_for_participant(room, identity=identity), timeout)
+    except (TimeoutError, RuntimeError):  # not here in time, or the room disconnected
         return None
-    finally:
-        room.off("participant_connected", _on_connected)
+    return participant if isinstance(participant, rtc.RemoteParticipant) else None
 
 
 class Authorizer:
@@ -65,6 +57,6 @@ class Authorizer:
             return participant
         if any(participant.attributes.get(k) == v for k, v in s.attributes.items()):
             return participant
-        if _KIND_NAMES.get(participant.kind) in s.kinds:
+        if kind_name(participant.kind) in s.kinds:
             return participant
         raise UnauthorizedError(f"caller {identity!r} may not control the avatar")

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable
 
 from livekit import rtc
+from livekit.agents.utils.aio import cancel_and_wait
+from livekit.agents.utils.audio import AudioByteStream
 
 from ..motion.base import MotionSource
 from ..protocol.constants import (
@@ -26,9 +28,10 @@ from ..settings import Settings
 from .auth import Authorizer, UnauthorizedError
 from .handle import ConversationHandle
 from .log import ctx, logger
+from .player import ConversationPlayer
 from .ratelimit import RateLimiter
 from .room_relay import RelayBusyError, RelayClosedError, RoomRelay
-from .tts import EspeakTts, Pcm, TtsError, WavError, parse_wav
+from .tts import EspeakTts, Pcm, TtsError, WavError, decode_wav
 
 MotionFactory = Callable[[str], MotionSource]
 
@@ -38,15 +41,19 @@ SPEAK_PIECE_S = 0.5
 long WAV never holds the event loop (and the audio of what is playing) for long."""
 
 
-async def speak_pcm(relay: RoomRelay, pcm: Pcm) -> ConversationHandle:
-    """Queue one utterance of complete audio as a conversation."""
-    handle = await relay.open_conversation()
-    piece = int(pcm.sample_rate * SPEAK_PIECE_S)
-    for start in range(0, len(pcm.samples), piece):
-        part = pcm.samples[start : start + piece]
-        handle.push_frame(rtc.AudioFrame(part.tobytes(), pcm.sample_rate, 1, len(part)))
-        await asyncio.sleep(0)  # let the pump and the pacer run between pieces
-    handle.end()
+async def speak_pcm(relay: RoomRelay | ConversationPlayer, pcm: Pcm) -> ConversationHandle:
+    """Queue one utterance of complete audio as a conversation.
+
+    Cancelled half-way (the caller went away), the conversation is interrupted, never left
+    open for what is queued behind it to wait on.
+    """
+    pieces = AudioByteStream(
+        pcm.sample_rate, 1, samples_per_channel=int(pcm.sample_rate * SPEAK_PIECE_S)
+    )
+    async with await relay.open_conversation() as handle:
+        for frame in [*pieces.push(pcm.samples.tobytes()), *pieces.flush()]:
+            handle.push_frame(frame)
+            await asyncio.sleep(0)  # let the pump and the pacer run between pieces
     return handle
 
 
@@ -85,9 +92,8 @@ class RelayControl:
         for method in (RPC_SPEAK_TEXT, RPC_INTERRUPT, RPC_SET_MOTION_SOURCE):
             lp.unregister_rpc_method(method)
         self._room.unregister_byte_stream_handler(SPEAK_AUDIO_STREAM_TOPIC)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await cancel_and_wait(*self._tasks)
 
     # -- helpers ----------------------------------------------------------------------------
     async def _authorize(self, method: str, identity: str) -> None:
@@ -130,6 +136,10 @@ class RelayControl:
             raise self._bad_request(
                 RPC_SPEAK_TEXT, data.caller_identity, f"text exceeds {limit} characters"
             )
+        try:
+            self._relay.check_capacity()  # before the costly synthesis, not after it
+        except (RelayBusyError, RelayClosedError) as exc:
+            raise rtc.RpcError(RPC_ERROR_UNAVAILABLE, str(exc)) from exc
         try:
             pcm = await self._tts.synthesize(text)
         except TtsError as exc:
@@ -198,7 +208,7 @@ class RelayControl:
             self._bad_request(method, identity, f"stream failed: {exc}")
             return
         try:
-            pcm = parse_wav(b"".join(chunks))
+            pcm = await decode_wav(b"".join(chunks))
         except WavError as exc:
             self._bad_request(method, identity, str(exc))
             return

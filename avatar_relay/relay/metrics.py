@@ -24,6 +24,7 @@ class _Family:
     packets_sent: Counter
     packets_failed: Counter
     packets_expired: Counter
+    packets_dropped: Counter
     bytes_sent: Counter
     control_requests: Counter
     control_denied: Counter
@@ -69,6 +70,10 @@ def _family(registry: CollectorRegistry) -> _Family:
             "packets_expired",
             "Animation packets dropped because their audio had played before they could leave",
         ),
+        packets_dropped=counter(
+            "packets_dropped",
+            "Animation, audio and idle packets dropped because the send queue was full",
+        ),
         bytes_sent=counter("data_bytes_sent", "Data bytes sent"),
         control_requests=counter("control_requests", "Control requests received", "method"),
         control_denied=counter(
@@ -103,6 +108,7 @@ class RelayMetrics:
         self.packets_sent = f.packets_sent.labels(room)
         self.packets_failed = f.packets_failed.labels(room)
         self.packets_expired = f.packets_expired.labels(room)
+        self.packets_dropped = f.packets_dropped.labels(room)
         self.bytes_sent = f.bytes_sent.labels(room)
         self.first_audio_latency = f.first_audio_latency.labels(room)
         self.frame_release_lag = f.frame_release_lag.labels(room)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import secrets
 import shutil
@@ -64,6 +65,12 @@ def parse_wav(data: bytes) -> Pcm:
     return Pcm(samples.astype(np.int16), rate)
 
 
+async def decode_wav(data: bytes) -> Pcm:
+    """:func:`parse_wav` in a worker thread: a WAV of megabytes must not hold the event loop
+    (and with it the audio and frames of what is playing)."""
+    return await asyncio.to_thread(parse_wav, data)
+
+
 class EspeakTts:
     """Runs espeak-ng per request; text goes through stdin, never through the command line."""
 
@@ -83,13 +90,17 @@ class EspeakTts:
         try:
             out, err = await asyncio.wait_for(proc.communicate(text.encode()), TTS_TIMEOUT_S)
         except TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
             raise TtsError("espeak-ng timed out") from exc
+        finally:
+            # Timed out or cancelled (the RPC's caller went away): the process goes with it.
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.shield(proc.wait())
         if proc.returncode != 0:
             raise TtsError(f"espeak-ng failed: {err.decode(errors='replace').strip()}")
         try:
-            return parse_wav(_fix_streamed_wav(out))
+            return await decode_wav(_fix_streamed_wav(out))
         except WavError as exc:
             raise TtsError(f"espeak-ng produced no usable audio: {exc}") from exc
 

@@ -4,7 +4,6 @@ from avatar_relay.motion.embedded.channels import CHANNELS
 from avatar_relay.motion.embedded.source import (
     DEFAULT_LOOKAHEAD_MS,
     MAX_LOOKAHEAD_MS,
-    RECOGNITION_MIN_LOOKAHEAD_MS,
     EmbeddedMotionSource,
 )
 from avatar_relay.motion.embedded.stream import EmbeddedMotionStream
@@ -13,7 +12,6 @@ __all__ = [
     "CHANNELS",
     "DEFAULT_LOOKAHEAD_MS",
     "MAX_LOOKAHEAD_MS",
-    "RECOGNITION_MIN_LOOKAHEAD_MS",
     "EmbeddedMotionSource",
     "EmbeddedMotionStream",
 ]

@@ -22,14 +22,17 @@ logger = logging.getLogger("avatar_relay.motion")
 DEFAULT_LOOKAHEAD_MS: Final = 100
 MAX_LOOKAHEAD_MS: Final = 120
 """The relay delays audio by the lookahead; more than this is noticeable in conversation."""
-RECOGNITION_MIN_LOOKAHEAD_MS: Final = 150
-"""With ``recognition=None`` phones are recognised only from this lookahead up: they arrive
-140-190 ms after they begin, so below it they rarely help and cost most of the CPU time."""
 MAX_IDLE_DECODERS: Final = 4
 
 
 class EmbeddedMotionSource(MotionSource):
-    """Audio-driven lip sync: acoustic cues always, pocketsphinx phones when they are in time."""
+    """Audio-driven lip sync: acoustic cues always, pocketsphinx phones when asked for.
+
+    ``recognition=True`` (settings ``motion.recognition``, the optional extra ``recognition``)
+    adds phones recognised by pocketsphinx. They arrive 140-190 ms after they begin, so at the
+    lookaheads the relay allows (up to :data:`MAX_LOOKAHEAD_MS`) they seldom arrive in time;
+    they cost about 13x the CPU time (docs/BENCHMARKS.md), hence off by default.
+    """
 
     name = "embedded"
 
@@ -38,16 +41,14 @@ class EmbeddedMotionSource(MotionSource):
         *,
         lookahead_ms: int = DEFAULT_LOOKAHEAD_MS,
         seed: int = 0,
-        recognition: bool | None = None,
+        recognition: bool = False,
         max_lookahead_ms: int = MAX_LOOKAHEAD_MS,
     ) -> None:
         if not 0 <= lookahead_ms <= max_lookahead_ms:
             raise ValueError(f"lookahead_ms must be in [0, {max_lookahead_ms}], got {lookahead_ms}")
         self.lookahead_ms = lookahead_ms
         self.seed = seed
-        self.recognition = (
-            lookahead_ms >= RECOGNITION_MIN_LOOKAHEAD_MS if recognition is None else recognition
-        )
+        self.recognition = recognition
         self._idle = IdleMotion(seed)
         self._idle_codec = ArkitU8Codec(CHANNELS)
         self._decoders: list[Any] = []
