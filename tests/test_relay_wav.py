@@ -8,7 +8,7 @@ import wave
 
 import pytest
 
-from avatar_relay.relay import WavError, parse_wav
+from avatar_relay.relay.tts import WavError, parse_wav
 
 
 def _wav() -> bytes:
