@@ -472,7 +472,8 @@ async def test_server_down_keeps_all_audio_then_recovers(
     report("server down (backoff)", in_backoff)
     report("server down (refused)", refused)
 
-    for spoken, reason in ((in_backoff, "motion_unavailable"), (refused, "motion_empty")):
+    # Refused by a server that is down: the source is unavailable, not merely empty (defect 3).
+    for spoken, reason in ((in_backoff, "motion_unavailable"), (refused, "motion_unavailable")):
         assert_all_audio_on_time(spoken, pcm)
         assert [m.reason for m in spoken.audio_only] == [reason]
         assert spoken.frames == [] and spoken.end.frame_count == 0
