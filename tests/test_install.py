@@ -94,8 +94,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     if not (WHEELHOUSE / ".complete").is_file():
         pytest.fail(f"no dependency wheels at {WHEELHOUSE}: run scripts/setup.sh")
     inst = Installed(tmp_path_factory.mktemp("install"))
-    run(sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist",
-        "--outdir", inst.dist, PROJECT_ROOT)  # fmt: skip
+    # The sdist, then the wheel from the unpacked sdist (build's default): the wheel is made
+    # from exactly what the sdist ships, never from a stale build/ directory of the checkout.
+    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", inst.dist, PROJECT_ROOT)
     inst.project.mkdir()
     (inst.project / "agent.py").write_text(USER_AGENT_PY)
     return inst
