@@ -594,7 +594,7 @@ def test_stand_in_field_numbers_match_the_installed_sdk_descriptor() -> None:
     """Drift guard: every field the installed SDK declares must mean what the stand-in sends."""
     from spatius_server.animation import ANIMATION_FIELD, AVATAR_ID_FIELD
 
-    from avatar_relay.motion import spatius as ours
+    from avatar_relay.motion.spatius import wire as ours
 
     assert VENDOR_ANIMATION_FIELDS[ANIMATION_FIELD] == "animation"
     assert VENDOR_ANIMATION_FIELDS[AVATAR_ID_FIELD] == "avatar_id"

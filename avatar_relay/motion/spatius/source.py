@@ -1,27 +1,5 @@
-"""Spatius animation through the vendor's own server SDK (``pip install 'avatar-relay[spatius]'``).
-
-One SDK session (websocket mode, no egress) serves every conversation, one after the other:
-each conversation becomes one SDK request, and every ``transport_frames`` payload of that
-request is relayed unchanged as one frame of codec ``spatius``. The SDK's descriptor gives a
-``ServerResponseAnimation`` only ``connection_id``, ``req_id`` and ``end``; the animation itself
-is opaque, so a frame's index is its order of arrival within the conversation (25 fps).
-
-Nothing here may hold up the real-time audio path: ``push_audio`` only queues, and one owned
-background task talks to the SDK. When the service fails, the conversation ends audio-only and
-the source decides, from the close code or server error, whether a later conversation may try
-again (with bounded exponential backoff) or the source stays unavailable:
-
-- 4001 credits exhausted, 4003 concurrency limit, 4010 authentication failed (and a 401/402/
-  403/404 from the session-token endpoint): never retried; ``open_stream`` raises
-  :class:`MotionError` until :meth:`SpatiusMotionSource.reset` or a new source.
-- 4002 session timeout: the session reached its maximum length, which says nothing about the
-  next session, so the next conversation opens a new one at once, without backoff.
-- 4503 upstream unavailable, dropped connections, timeouts and other errors: retried between
-  conversations after 1, 2, 4, ... seconds (capped); meanwhile ``open_stream`` raises at once.
-
-The SDK exports OpenTelemetry to the vendor by default; the source switches that off with
-``spatius.configure_telemetry("")`` before any session unless ``telemetry=True``.
-"""
+"""The Spatius motion source: one SDK session serves every conversation; one owned worker task
+is the only caller into the SDK (see the package docstring for the policy)."""
 
 from __future__ import annotations
 
@@ -33,12 +11,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from google.protobuf.message import DecodeError
-
-from ..protocol.constants import DEFAULT_FPS, SUPPORTED_SAMPLE_RATES
-from .base import (
+from ...protocol.constants import DEFAULT_FPS, SUPPORTED_SAMPLE_RATES
+from ..base import (
     MotionAudioError,
     MotionError,
     MotionFrame,
@@ -47,71 +23,13 @@ from .base import (
     MotionStreamEnd,
     MotionStreamInfo,
 )
-
-_INSTALL_HINT = (
-    "the spatius motion source needs the Spatius SDK: pip install 'avatar-relay[spatius]'"
-)
-
-try:
-    import spatius
-    from spatius.proto.generated import message_pb2
-    from spatius.telemetry import telemetry_enabled
-
-    _SDK_IMPORT_ERROR: ImportError | None = None
-except ImportError as _exc:  # pragma: no cover - exercised only without the extra
-    _SDK_IMPORT_ERROR = _exc
+from ._sdk import INSTALL_HINT, SDK_IMPORT_ERROR, spatius, telemetry_enabled
+from .config import CODEC, SpatiusConfig
+from .failures import ConnectFailedError, Failure, classify_failure
+from .wire import has_animation, request_id_of
 
 logger = logging.getLogger("avatar_relay.motion.spatius")
 
-CODEC = "spatius"
-"""Codec name of the relayed frames: one serialized SDK ``Message`` envelope per frame."""
-
-ENV_API_KEY = "SPATIUS_API_KEY"
-ENV_APP_ID = "SPATIUS_APP_ID"
-ENV_AVATAR_ID = "SPATIUS_AVATAR_ID"
-ENV_REGION = "SPATIUS_REGION"
-ENV_CONSOLE_URL = "SPATIUS_CONSOLE_ENDPOINT"
-ENV_INGRESS_URL = "SPATIUS_INGRESS_ENDPOINT"
-"""The vendor's own names (its LiveKit plugin and docs)."""
-ENV_ALIASES: Mapping[str, str] = {
-    ENV_CONSOLE_URL: "SPATIUS_CONSOLE_ENDPOINT_URL",
-    ENV_INGRESS_URL: "SPATIUS_INGRESS_ENDPOINT_URL",
-}
-"""Our earlier names, still read when the vendor's are unset."""
-
-FATAL_CODES: Mapping[int, str] = {
-    4001: "credits exhausted",
-    4003: "concurrency limit reached",
-    4010: "authentication failed",
-}
-"""Close codes (or server error codes) after which the source never retries by itself.
-
-Every other code in 4000-4499 except 4002 is not retried either, as the vendor's SDK rules
-(``spatialreal/errors.py``); these are the ones with a known meaning.
-"""
-NON_RETRYABLE_CODES = range(4000, 4500)
-
-_CONFIGURATION_ERRORS = frozenset(
-    {"unsupportedSampleRate", "sessionTokenInvalid", "protocolError", "invalidRequest"}
-)
-"""SDK error codes that a retry cannot fix: reported once, never retried."""
-
-SESSION_TIMEOUT_CODE = 4002
-UPSTREAM_UNAVAILABLE_CODE = 4503
-
-_FATAL_TOKEN_STATUS: Mapping[int, str] = {
-    401: "api key rejected",
-    402: "billing required",
-    403: "api key not allowed",
-    404: "app id unrecognized",
-}
-_FATAL_UPGRADE_STATUS: Mapping[int, str] = {
-    400: "refused the request",
-    401: "refused the session key or app id",
-    403: "refused the session",
-    404: "does not know the avatar",
-}
-"""HTTP statuses of a refused websocket upgrade: configuration errors, not retried."""
 _COALESCE_SECONDS = 1.0
 """Most audio sent in one SDK message when several chunks are waiting."""
 _FINISHED_REQUESTS_KEPT = 256
@@ -140,57 +58,6 @@ class SpatiusCounters:
     interrupts_sent: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class SpatiusConfig:
-    """Credentials and endpoints, each from a constructor argument or its environment variable."""
-
-    api_key: str
-    app_id: str
-    avatar_id: str
-    region: str
-    """``auto`` asks the vendor's bootstrap API; ignored when both endpoint URLs are set."""
-    console_endpoint_url: str
-    ingress_endpoint_url: str
-
-    @classmethod
-    def resolve(
-        cls,
-        *,
-        api_key: str | None,
-        app_id: str | None,
-        avatar_id: str | None,
-        region: str | None,
-        console_endpoint_url: str | None,
-        ingress_endpoint_url: str | None,
-        environ: Mapping[str, str],
-    ) -> SpatiusConfig:
-        def pick(value: str | None, variable: str, *, required: bool) -> str:
-            if value is None:
-                value = environ.get(variable, "") or environ.get(ENV_ALIASES.get(variable, ""), "")
-            chosen = value.strip()
-            if required and not chosen:
-                raise MotionError(
-                    f"spatius: {variable} is not set (set the environment variable "
-                    f"or pass it to SpatiusMotionSource)"
-                )
-            return chosen
-
-        return cls(
-            api_key=pick(api_key, ENV_API_KEY, required=True),
-            app_id=pick(app_id, ENV_APP_ID, required=True),
-            avatar_id=pick(avatar_id, ENV_AVATAR_ID, required=True),
-            region=pick(region, ENV_REGION, required=False) or "auto",
-            console_endpoint_url=pick(console_endpoint_url, ENV_CONSOLE_URL, required=False),
-            ingress_endpoint_url=pick(ingress_endpoint_url, ENV_INGRESS_URL, required=False),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    kind: Literal["fatal", "new_session", "retry"]
-    reason: str
-
-
 @dataclass(slots=True)
 class _Command:
     kind: Literal["audio", "end", "interrupt"]
@@ -198,60 +65,6 @@ class _Command:
     data: bytes = b""
     retried: bool = False
     """A first audio already sent again on a fresh session (at most once)."""
-
-
-class _ConnectFailedError(Exception):
-    """A session could not be opened; the message is the reason the stream ends with."""
-
-
-def _code_of(exc: BaseException) -> int | None:
-    close_code = getattr(exc, "close_code", None)
-    if isinstance(close_code, int):
-        return close_code
-    server_code = getattr(exc, "server_code", None)
-    if isinstance(server_code, str) and server_code.isdigit():
-        return int(server_code)
-    return None
-
-
-def classify_failure(exc: BaseException) -> _Failure:
-    """Decide from an SDK exception whether and when the source may try again."""
-    code = _code_of(exc)
-    detail = str(getattr(exc, "message", "") or exc) or type(exc).__name__
-    if code is not None and code in FATAL_CODES:
-        return _Failure("fatal", f"spatius {FATAL_CODES[code]} ({code}): {detail}")
-    if code == SESSION_TIMEOUT_CODE:
-        return _Failure("new_session", f"spatius session timeout ({code}): {detail}")
-    if code is not None and code in NON_RETRYABLE_CODES:
-        return _Failure("fatal", f"spatius refused the session ({code}): {detail}")
-    status = exc.http_status if isinstance(exc, spatius.SessionTokenError) else None
-    if status is not None and status in _FATAL_TOKEN_STATUS:
-        label = _FATAL_TOKEN_STATUS[status]
-        return _Failure("fatal", f"spatius {label} (HTTP {status}): {detail}")
-    status = getattr(exc, "http_status", None)
-    if isinstance(status, int) and status in _FATAL_UPGRADE_STATUS:
-        label = _FATAL_UPGRADE_STATUS[status]
-        return _Failure("fatal", f"spatius {label} (HTTP {status}): {detail}")
-    if isinstance(exc, spatius.AvatarSDKError):
-        sdk_code = exc.code
-        if sdk_code == spatius.AvatarSDKErrorCode.creditsExhausted:
-            return _Failure("fatal", f"spatius credits exhausted: {detail}")
-        if sdk_code in (
-            spatius.AvatarSDKErrorCode.billingRequired,
-            spatius.AvatarSDKErrorCode.appIDUnrecognized,
-            spatius.AvatarSDKErrorCode.appIDMismatch,
-            spatius.AvatarSDKErrorCode.avatarNotFound,
-        ):
-            return _Failure("fatal", f"spatius {sdk_code.value}: {detail}")
-        if sdk_code == spatius.AvatarSDKErrorCode.sessionDurationExceeded:
-            return _Failure("new_session", f"spatius session timeout: {detail}")
-        if sdk_code.value in _CONFIGURATION_ERRORS:
-            return _Failure("fatal", f"spatius configuration error ({sdk_code.value}): {detail}")
-        if sdk_code == spatius.AvatarSDKErrorCode.idleTimeout:
-            return _Failure("new_session", f"spatius closed the idle session: {detail}")
-    if isinstance(exc, asyncio.TimeoutError):
-        return _Failure("retry", "spatius did not answer in time")
-    return _Failure("retry", f"spatius unavailable: {detail}")
 
 
 async def _close_session(session: spatius.AvatarSession) -> None:
@@ -272,61 +85,6 @@ def _ended_naturally(stream: _SpatiusStream) -> bool:
     """The service sent the request's end marker (no interrupt, failure or close)."""
     end = stream.end
     return end is not None and not end.audio_only and end.reason == ""
-
-
-ANIMATION_FIELD = 4
-"""``ServerResponseAnimation.animation`` (bytes) in the vendor's descriptor (spatialreal 0.2.2);
-the spatius 1.1.1 descriptor does not declare it, so it is read from the wire."""
-
-
-def _has_animation(payload: bytes) -> bool:
-    """Whether a ``ServerResponseAnimation`` envelope carries animation bytes (field 4)."""
-    envelope: Any = message_pb2.Message()  # type: ignore[attr-defined]
-    try:
-        envelope.ParseFromString(payload)
-        body: bytes = envelope.server_response_animation.SerializeToString()
-        pos = 0
-        while pos < len(body):
-            key, pos = _varint_at(body, pos)
-            number, wire = key >> 3, key & 7
-            if wire == 0:
-                _, pos = _varint_at(body, pos)
-            elif wire == 2:
-                size, pos = _varint_at(body, pos)
-                if number == ANIMATION_FIELD and size > 0:
-                    return True
-                pos += size
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            else:
-                return True  # unknown layout: treat it as a frame, as before
-    except (DecodeError, IndexError):
-        return True
-    return False
-
-
-def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _request_id_of(payload: bytes) -> str | None:
-    """The req_id of a serialized ``ServerResponseAnimation`` envelope, or None."""
-    # message_pb2 builds its classes at import time, so type checkers cannot see them
-    envelope: Any = message_pb2.Message()  # type: ignore[attr-defined]
-    try:
-        envelope.ParseFromString(payload)
-    except DecodeError:
-        return None
-    if envelope.WhichOneof("data") != "server_response_animation":
-        return None
-    return str(envelope.server_response_animation.req_id)
 
 
 class _SpatiusStream(MotionStream):
@@ -395,7 +153,7 @@ class _SpatiusStream(MotionStream):
             else:
                 counters.late_frames += 1
             return
-        if not (is_last and not _has_animation(payload)):
+        if not (is_last and not has_animation(payload)):
             # The end marker usually carries no animation: it is no frame then.
             self._items.put_nowait(MotionFrame(index=self.next_index, payload=payload))
             self.next_index += 1
@@ -462,8 +220,8 @@ class SpatiusMotionSource(MotionSource):
         conversation may queue before it gives up on animation. ``lookahead_ms`` is reported
         in the stream info (the service publishes none). ``clock`` is for tests.
         """
-        if _SDK_IMPORT_ERROR is not None:
-            raise ImportError(_INSTALL_HINT) from _SDK_IMPORT_ERROR
+        if SDK_IMPORT_ERROR is not None:
+            raise ImportError(INSTALL_HINT) from SDK_IMPORT_ERROR
         if connect_timeout_s <= 0 or retry_initial_s <= 0 or retry_max_s < retry_initial_s:
             raise ValueError("timeouts must be positive and retry_max_s >= retry_initial_s")
         if max_backlog_s <= 0 or lookahead_ms < 0:
@@ -491,7 +249,7 @@ class SpatiusMotionSource(MotionSource):
         self._session_gen = 0
         self._session_rate = 0
         self._session_broken = False
-        self._pending_failure: _Failure | None = None
+        self._pending_failure: Failure | None = None
         self._fatal: str | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -635,7 +393,7 @@ class SpatiusMotionSource(MotionSource):
     def _on_frames(self, gen: int, payload: bytes, is_last: bool) -> None:
         if gen != self._session_gen:
             return
-        req_id = _request_id_of(payload)
+        req_id = request_id_of(payload)
         if req_id is None:
             self.counters.malformed_payloads += 1
             return
@@ -694,7 +452,7 @@ class SpatiusMotionSource(MotionSource):
             if not self._commands and self._prewarm_rate is not None:
                 rate, self._prewarm_rate = self._prewarm_rate, None
                 if self._session is None and self.unavailable_reason is None:
-                    with contextlib.suppress(_ConnectFailedError):  # recorded by _connect
+                    with contextlib.suppress(ConnectFailedError):  # recorded by _connect
                         await self._connect(rate)
                 continue
             if not self._commands:
@@ -840,7 +598,7 @@ class SpatiusMotionSource(MotionSource):
                 return None
             try:
                 await self._connect(stream.sample_rate)
-            except _ConnectFailedError as exc:
+            except ConnectFailedError as exc:
                 stream.fail(str(exc))
                 return None
         stream.session_gen = self._session_gen
@@ -850,8 +608,8 @@ class SpatiusMotionSource(MotionSource):
         try:
             self._apply_telemetry_policy()
         except MotionError as exc:
-            self._record_failure(_Failure("fatal", str(exc)))
-            raise _ConnectFailedError(str(exc)) from exc
+            self._record_failure(Failure("fatal", str(exc)))
+            raise ConnectFailedError(str(exc)) from exc
         gen = self._session_gen + 1
         config = self.config
         session = spatius.new_avatar_session(
@@ -876,7 +634,7 @@ class SpatiusMotionSource(MotionSource):
             failure = classify_failure(exc)
             self.counters.connect_failures += 1
             self._record_failure(failure)
-            raise _ConnectFailedError(failure.reason) from exc
+            raise ConnectFailedError(failure.reason) from exc
         self._session = session
         self._session_gen = gen
         self._session_rate = sample_rate
@@ -904,7 +662,7 @@ class SpatiusMotionSource(MotionSource):
         if telemetry_enabled():
             raise MotionError("spatius telemetry could not be disabled")
 
-    def _record_failure(self, failure: _Failure) -> None:
+    def _record_failure(self, failure: Failure) -> None:
         self._last_failure = failure.reason
         if failure.kind == "fatal":
             self._fatal = failure.reason
