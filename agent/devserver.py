@@ -244,7 +244,9 @@ def _serve_extra_address(config: str, address: str) -> str:
     and in the namespace all reach the same candidate."""
     replacements = {
         "bind_addresses:\n  - 127.0.0.1\n": f"bind_addresses:\n  - 127.0.0.1\n  - {address}\n",
-        "  node_ip: 127.0.0.1\n": f"  node_ip: {address}\n  ips:\n    includes:\n      - {address}/32\n",
+        "  node_ip: 127.0.0.1\n": (
+            f"  node_ip: {address}\n  ips:\n    includes:\n      - {address}/32\n"
+        ),
     }
     for old, new in replacements.items():
         if old not in config:

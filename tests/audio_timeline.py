@@ -45,7 +45,7 @@ def speech_over_tone_wav(text: str, *, lead_s: float = 0.3, tail_s: float = 0.3)
 
 def wav_seconds(wav: bytes) -> float:
     with wave.open(io.BytesIO(wav)) as w:
-        return w.getnframes() / w.getframerate()
+        return float(w.getnframes() / w.getframerate())
 
 
 def _wav(samples: np.ndarray, rate: int) -> bytes:
@@ -128,6 +128,11 @@ class AudioTimeline:
                 return r.t0
         return None
 
+    def went_quiet_after(self, t: float, quiet_s: float) -> bool:
+        """Loud audio was heard after ``t`` and has been followed by ``quiet_s`` of quiet."""
+        runs = [r for r in self.runs if r.t1 >= t]
+        return any(r.loud for r in runs) and not runs[-1].loud and runs[-1].span >= quiet_s
+
     def gaps(self, *, since: float = float("-inf"), until: float = float("inf")) -> list[Run]:
         """Quiet runs between two loud runs, within ``[since, until]``: audio lost if the
         tone was playing."""
@@ -142,7 +147,9 @@ class AudioTimeline:
         return [asdict(r) for r in self.runs]
 
 
-def gaps_outside(gaps: list[Run], window: tuple[float, float], *, slack_s: float = 0.0) -> list[Run]:
+def gaps_outside(
+    gaps: list[Run], window: tuple[float, float], *, slack_s: float = 0.0
+) -> list[Run]:
     """The gaps not within the fault ``window`` (start, end), widened by ``slack_s``."""
     lo, hi = window[0] - slack_s, window[1] + slack_s
     return [g for g in gaps if g.t0 < lo or g.t1 > hi]
@@ -168,7 +175,11 @@ class HeardAudio:
     @property
     def protocol_errors(self) -> int:
         """Undecodable packets from every relay this receiver followed."""
-        return self._errors_before + self.receiver.protocol_errors + self.receiver.stats.packets_dropped
+        return (
+            self._errors_before
+            + self.receiver.protocol_errors
+            + self.receiver.stats.packets_dropped
+        )
 
     def start(self) -> None:
         self._read_atask = asyncio.create_task(self._read(), name="heard-audio.read")
@@ -199,15 +210,7 @@ class HeardAudio:
         """Until a quiet run of ``quiet_s`` follows loud audio heard after ``t`` (the
         utterance is over)."""
 
-        def over(tl: AudioTimeline) -> bool:
-            runs = [r for r in tl.runs if r.t1 >= t]
-            return (
-                any(r.loud for r in runs)
-                and not runs[-1].loud
-                and runs[-1].seconds >= quiet_s
-            )
-
-        await self.wait_until(over)
+        await self.wait_until(lambda tl: tl.went_quiet_after(t, quiet_s))
 
     async def aclose(self) -> None:
         await self.receiver.aclose()

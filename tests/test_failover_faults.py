@@ -1,0 +1,121 @@
+"""Issue 12's bad input for the reconciler: its metrics on /metrics, a dead Redis, a
+dispatch for a room that no longer exists. Each must give a clear log line and a retry with
+backoff, never a crash (loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import aiohttp
+import pytest
+from conftest import LOG_DIR
+from failover_helpers import RelayWatch
+from livekit import api
+from relay_helpers import CONTROLLER, JoinRoom
+from test_failover import AGENT, WORKER_ENV
+
+from agent.devserver import (
+    LiveKitEndpoint,
+    LocalLiveKitServer,
+    LocalRedis,
+    WorkerProcess,
+    dispatch_relay,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+async def metrics_page(worker: WorkerProcess) -> str:
+    url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(5)) as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+
+def fields(line: str) -> dict[str, object]:
+    parsed: dict[str, object] = json.loads(line[line.index("{") :])
+    return parsed
+
+
+async def test_reconciler_metrics_are_on_the_workers_metrics_endpoint(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    """A dispatch nobody took is dispatched again; the worker's /metrics counts it."""
+    viewer = await join_room(room_name, "viewer", attributes=CONTROLLER)
+    await dispatch_relay(livekit_server, room_name, AGENT)  # no worker yet: lost
+    worker = WorkerProcess(
+        livekit_server, env=WORKER_ENV, log_path=LOG_DIR / "worker-reconciler-metrics.log"
+    )
+    await worker.start()
+    try:
+        async with asyncio.timeout(30):
+            await RelayWatch(viewer).wait_relay()
+            await worker.wait_for_output("dispatching again")
+        page = await metrics_page(worker)
+        assert 'avatar_relay_redispatches_total{reason="dispatch_untaken"} 1.0' in page, page[
+            -3000:
+        ]
+        assert "avatar_relay_reconciler_errors_total" in page
+    finally:
+        await worker.aclose()
+
+
+async def test_dead_redis_is_logged_and_retried_with_backoff_not_a_crash() -> None:
+    redis = LocalRedis()
+    await redis.start()
+    server = LocalLiveKitServer(log_dir=LOG_DIR, redis_address=redis.address)
+    ep = await server.start()
+    worker = WorkerProcess(ep, env=WORKER_ENV, log_path=LOG_DIR / "worker-dead-redis.log")
+    try:
+        await worker.start()
+        await worker.wait_for_output("reconciler started")
+        assert redis._proc is not None  # noqa: SLF001 - the fixture's own process
+        redis._proc.send_signal(signal.SIGKILL)  # noqa: SLF001
+        mark = worker.line_count
+        async with asyncio.timeout(30):
+            first_at, first = await worker.wait_for_output_at("reconciler pass failed", after=mark)
+            _, second = await worker.wait_for_output_at(
+                "reconciler pass failed", after=first_at + 1
+            )
+        print(first, second, sep="\n")
+        assert float(fields(second)["retry_in_s"]) > float(fields(first)["retry_in_s"])  # type: ignore[arg-type]
+        assert fields(second)["failures"] == 2
+        assert worker.returncode is None
+        assert "Traceback" not in worker.output, worker.output[-3000:]
+    finally:
+        await worker.aclose()
+        await server.aclose()
+        await redis.aclose()
+
+
+async def test_dispatch_for_a_vanished_room_leaves_the_worker_serving(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    """The room is deleted right after its dispatch: the job cannot join; the worker logs
+    it, stays up, and the next room still gets its avatar."""
+    worker = WorkerProcess(
+        livekit_server, env=WORKER_ENV, log_path=LOG_DIR / "worker-vanished-room.log"
+    )
+    await worker.start()
+    ep = livekit_server
+    try:
+        gone = f"{room_name}-gone"
+        async with api.LiveKitAPI(ep.http_url, ep.api_key, ep.api_secret) as lk:
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=AGENT, room=gone)
+            )
+            await lk.room.delete_room(api.DeleteRoomRequest(room=gone))
+            rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[gone]))
+        print("rooms named like the vanished one:", [r.name for r in rooms.rooms])
+        viewer = await join_room(room_name, "viewer", attributes=CONTROLLER)
+        await dispatch_relay(ep, room_name, AGENT)
+        async with asyncio.timeout(30):
+            await RelayWatch(viewer).wait_relay()
+        assert worker.returncode is None
+        assert "Traceback" not in worker.output, worker.output[-3000:]
+        assert "dispatching again" not in worker.output  # no retry loop for a room with nobody
+    finally:
+        await worker.aclose()
