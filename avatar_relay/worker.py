@@ -58,6 +58,8 @@ async def run_relay_job(ctx: JobContext) -> None:
     # speak to us, and a WAV sent before the handler exists is dropped by the SDK.
     control.register()
     await relay.start()
+    # A source with a session to open (Spatius) opens it now, not at the first utterance.
+    relay.motion_source.prewarm(settings.audio.sample_rate)
     heartbeat = RelayHeartbeat(room)
     heartbeat.start()
 

@@ -166,8 +166,9 @@ async def test_frames_are_the_servers_payloads_unchanged(
     assert [f.index for f in frames] == list(range(len(frames)))
     assert [f.payload for f in frames] == server.record.sent[req_id]
     assert bytes(server.record.audio[req_id]) == pcm
-    ends = [envelope(f.payload).server_response_animation.end for f in frames]
-    assert ends == [False] * (len(frames) - 1) + [True]
+    # Issue 15: the service's end marker carries no animation, so it is no frame.
+    assert all(not envelope(f.payload).server_response_animation.end for f in frames)
+    assert server.record.end_markers[req_id] == 1
     inner = [envelope(f.payload).server_response_animation.SerializeToString() for f in frames]
     assert [decode_frame(frame_bytes(b) or b"")[0] for b in inner] == [f.index for f in frames]
     (conn,) = server.record.connections
@@ -244,15 +245,19 @@ async def test_interrupt_reaches_the_service(
     assert len(server.record.connections) == 1
 
 
-@pytest.mark.parametrize("fault", ["token_401", "close_4010"])
+@pytest.mark.parametrize("fault", ["token_401", "upgrade_401", "close_4010"])
 async def test_auth_failure_is_not_retried(
     server: LocalSpatiusServer, make_source: SourceFactory, clock: FakeClock, fault: str
 ) -> None:
     if fault == "token_401":
         source = make_source(api_key="wrong-key")
         expected = "HTTP 401"
+    elif fault == "upgrade_401":
+        source = make_source(app_id="someone-else")  # refused at the websocket upgrade
+        expected = "HTTP 401"
     else:
-        source = make_source(app_id="someone-else")  # the websocket closes with 4010
+        server.faults.handshake_close_codes.append(4010)
+        source = make_source()
         expected = "authentication failed (4010)"
 
     _, end, _ = await speak(source, "first", 0.3)
@@ -571,3 +576,184 @@ async def test_server_can_animate_with_the_embedded_generator(clock: FakeClock) 
     for frame in frames:
         inner = envelope(frame.payload).server_response_animation.SerializeToString()
         assert len(frame_bytes(inner) or b"") == len(channels)
+
+
+# -- issue 15: a faithful stand-in, and the vendor's rules ----------------------------------
+
+VENDOR_ANIMATION_FIELDS = {
+    1: "connection_id",
+    2: "req_id",
+    3: "end",
+    4: "animation",
+    5: "avatar_id",
+}
+"""ServerResponseAnimation in the vendor's descriptor (spatialreal 0.2.2)."""
+
+
+def test_stand_in_field_numbers_match_the_installed_sdk_descriptor() -> None:
+    """Drift guard: every field the installed SDK declares must mean what the stand-in sends."""
+    from spatius_server.animation import ANIMATION_FIELD, AVATAR_ID_FIELD
+
+    from avatar_relay.motion import spatius as ours
+
+    assert VENDOR_ANIMATION_FIELDS[ANIMATION_FIELD] == "animation"
+    assert VENDOR_ANIMATION_FIELDS[AVATAR_ID_FIELD] == "avatar_id"
+    assert ours.ANIMATION_FIELD == ANIMATION_FIELD
+    declared = {
+        f.number: f.name
+        for f in message_pb2.ServerResponseAnimation.DESCRIPTOR.fields  # type: ignore[attr-defined]
+    }
+    assert declared, "the SDK's descriptor has no ServerResponseAnimation fields"
+    for number, name in declared.items():
+        assert VENDOR_ANIMATION_FIELDS.get(number) == name, (number, name)
+    by_name = {f.name: f for f in message_pb2.Message.DESCRIPTOR.fields}  # type: ignore[attr-defined]
+    assert by_name["server_response_animation"].message_type.name == "ServerResponseAnimation"
+
+
+async def test_end_marker_carries_no_animation_and_is_no_frame(
+    server: LocalSpatiusServer, make_source: SourceFactory
+) -> None:
+    source = make_source()
+    frames, end, pcm = await speak(source, "counted", 0.4)
+    req_id = req_of(source, "counted")
+    assert not end.audio_only and len(frames) == 10 == len(server.record.sent[req_id])
+    assert server.record.end_markers[req_id] == 1
+    for f in frames:
+        body = envelope(f.payload).server_response_animation.SerializeToString()
+        assert frame_bytes(body), "a relayed frame without animation"
+
+
+async def test_token_expire_at_is_validated(server: LocalSpatiusServer) -> None:
+    import aiohttp
+
+    url = server.console_url + "/session-tokens"
+    now = int(time.time())
+    async with aiohttp.ClientSession() as http:
+        for expire_at, status in ((now - 5, 400), (now + 25 * 3600, 400), (now + 600, 200)):
+            async with http.post(
+                url, json={"expireAt": expire_at}, headers={"X-Api-Key": server.api_key}
+            ) as resp:
+                assert resp.status == status, expire_at
+
+
+async def test_upgrade_refused_with_400_401_404(server: LocalSpatiusServer) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            server.console_url + "/session-tokens",
+            json={"expireAt": int(time.time()) + 600},
+            headers={"X-Api-Key": server.api_key},
+        ) as resp:
+            token = (await resp.json())["sessionToken"]
+        cases = [
+            ({"X-App-ID": server.app_id}, server.avatar_id, 400),
+            ({"X-App-ID": server.app_id, "X-Session-Key": "forged"}, server.avatar_id, 401),
+            ({"X-App-ID": server.app_id, "X-Session-Key": token}, "nobody", 404),
+        ]
+        for headers, avatar, status in cases:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await http.ws_connect(
+                    f"{server.ingress_url}/websocket?id={avatar}", headers=headers
+                )
+            assert err.value.status == status
+    assert server.record.rejected_upgrades == [400, 401, 404]
+
+
+async def test_idle_close_is_reopened_without_going_audio_only(
+    server: LocalSpatiusServer, make_source: SourceFactory
+) -> None:
+    server.idle_timeout_s = 0.5  # for the first connection only
+    source = make_source()
+    _, first_end, _ = await speak(source, "before-idle", 0.2)
+    assert not first_end.audio_only
+    await server.wait_for(lambda: server.record.idle_closes == 1, timeout=5)
+    server.idle_timeout_s = 60.0
+    frames, end, _ = await speak(source, "after-idle", 0.4)
+    assert not end.audio_only, end.reason
+    assert len(frames) == 10
+    assert len(server.record.connections) == 2
+    assert source.unavailable_reason is None
+
+
+@pytest.mark.parametrize(
+    "text", ["invalid session token", "unsupported sample rate 12345", "invalid request"]
+)
+async def test_configuration_errors_are_reported_once_not_retried(
+    server: LocalSpatiusServer,
+    make_source: SourceFactory,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    text: str,
+) -> None:
+    server.faults.handshake_errors.append((3, text))
+    source = make_source()
+    _, end, _ = await speak(source, "first", 0.2)
+    assert end.audio_only
+    clock.advance(3600)
+    for name in ("second", "third"):
+        with pytest.raises(MotionError, match="not retrying"):
+            await source.open_stream(name, RATE)
+    assert len(server.record.connections) == 1
+    reported = [
+        r for r in caplog.records if r.getMessage() == "spatius is unavailable, not retrying"
+    ]
+    assert len(reported) == 1
+
+
+@pytest.mark.parametrize(("code", "retried"), [(4005, False), (4499, False), (4002, True)])
+async def test_close_codes_4000_to_4499_are_not_retried_except_4002(
+    server: LocalSpatiusServer,
+    make_source: SourceFactory,
+    clock: FakeClock,
+    code: int,
+    retried: bool,
+) -> None:
+    server.faults.handshake_close_codes.append(code)
+    source = make_source()
+    _, end, _ = await speak(source, "first", 0.2)
+    assert end.audio_only
+    clock.advance(3600)
+    if retried:
+        frames, end, _ = await speak(source, "second", 0.2)
+        assert not end.audio_only and frames
+    else:
+        with pytest.raises(MotionError, match="not retrying"):
+            await source.open_stream("second", RATE)
+
+
+def test_vendor_environment_names_and_ours_as_aliases(server: LocalSpatiusServer) -> None:
+    base = {"SPATIUS_API_KEY": "k", "SPATIUS_APP_ID": "a", "SPATIUS_AVATAR_ID": "v"}
+    vendor = SpatiusMotionSource(
+        environ={
+            **base,
+            "SPATIUS_CONSOLE_ENDPOINT": "http://127.0.0.1:1/c",
+            "SPATIUS_INGRESS_ENDPOINT": "ws://127.0.0.1:1/i",
+            "SPATIUS_CONSOLE_ENDPOINT_URL": "http://127.0.0.1:1/old",
+        }
+    )
+    assert vendor.config.console_endpoint_url == "http://127.0.0.1:1/c"
+    assert vendor.config.ingress_endpoint_url == "ws://127.0.0.1:1/i"
+    ours = SpatiusMotionSource(
+        environ={
+            **base,
+            "SPATIUS_CONSOLE_ENDPOINT_URL": "http://127.0.0.1:1/old",
+            "SPATIUS_INGRESS_ENDPOINT_URL": "ws://127.0.0.1:1/old",
+        }
+    )
+    assert ours.config.console_endpoint_url == "http://127.0.0.1:1/old"
+    assert ours.config.ingress_endpoint_url == "ws://127.0.0.1:1/old"
+
+
+async def test_prewarm_opens_the_session_before_the_first_conversation(
+    server: LocalSpatiusServer, make_source: SourceFactory
+) -> None:
+    source = make_source()
+    source.prewarm(RATE)
+    await server.wait_for(
+        lambda: len(server.record.connections) == 1 and source.counters.sessions_started == 1
+    )
+    assert server.record.audio == {}
+    frames, end, _ = await speak(source, "warm", 0.2)
+    assert not end.audio_only and len(frames) == 5
+    assert len(server.record.connections) == 1 and len(server.record.token_requests) == 1

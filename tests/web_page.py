@@ -37,7 +37,7 @@ async def open_demo(browser: Browser, url: str, errors: list[str]) -> Page:
     """Open the page, join the room, and wait until the avatar's audio track plays."""
     page = await browser.new_page(viewport={"width": 1100, "height": 640})
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(url + "?autojoin=1")
+    await page.goto(url + ("&" if "?" in url else "?") + "autojoin=1")
     await page.wait_for_function(
         "() => window.avatarRelayDebug.relayIdentity !== null || window.avatarRelayDebug.error",
         timeout=60_000,

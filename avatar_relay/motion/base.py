@@ -52,6 +52,9 @@ class MotionStreamEnd:
 
     audio_only: bool = False
     reason: str = ""
+    failed: bool = False
+    """With ``audio_only``: the source failed (refused connection, quota, service error),
+    as opposed to having no animation for this audio."""
 
 
 class MotionStream(abc.ABC):
@@ -97,6 +100,9 @@ class MotionSource(abc.ABC):
     @abc.abstractmethod
     def idle_frames(self, first_frame: int, count: int) -> Sequence[bytes]:
         """Encoded idle frames ``first_frame .. first_frame + count - 1``; deterministic."""
+
+    def prewarm(self, sample_rate: int) -> None:  # noqa: B027 - an optional hook
+        """Get ready for conversations at ``sample_rate`` in the background (never blocks)."""
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook; most sources hold nothing
         """Release shared resources (models, connections)."""

@@ -26,6 +26,7 @@ The SDK exports OpenTelemetry to the vendor by default; the source switches that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -69,15 +70,31 @@ ENV_API_KEY = "SPATIUS_API_KEY"
 ENV_APP_ID = "SPATIUS_APP_ID"
 ENV_AVATAR_ID = "SPATIUS_AVATAR_ID"
 ENV_REGION = "SPATIUS_REGION"
-ENV_CONSOLE_URL = "SPATIUS_CONSOLE_ENDPOINT_URL"
-ENV_INGRESS_URL = "SPATIUS_INGRESS_ENDPOINT_URL"
+ENV_CONSOLE_URL = "SPATIUS_CONSOLE_ENDPOINT"
+ENV_INGRESS_URL = "SPATIUS_INGRESS_ENDPOINT"
+"""The vendor's own names (its LiveKit plugin and docs)."""
+ENV_ALIASES: Mapping[str, str] = {
+    ENV_CONSOLE_URL: "SPATIUS_CONSOLE_ENDPOINT_URL",
+    ENV_INGRESS_URL: "SPATIUS_INGRESS_ENDPOINT_URL",
+}
+"""Our earlier names, still read when the vendor's are unset."""
 
 FATAL_CODES: Mapping[int, str] = {
     4001: "credits exhausted",
     4003: "concurrency limit reached",
     4010: "authentication failed",
 }
-"""Close codes (or server error codes) after which the source never retries by itself."""
+"""Close codes (or server error codes) after which the source never retries by itself.
+
+Every other code in 4000-4499 except 4002 is not retried either, as the vendor's SDK rules
+(``spatialreal/errors.py``); these are the ones with a known meaning.
+"""
+NON_RETRYABLE_CODES = range(4000, 4500)
+
+_CONFIGURATION_ERRORS = frozenset(
+    {"unsupportedSampleRate", "sessionTokenInvalid", "protocolError", "invalidRequest"}
+)
+"""SDK error codes that a retry cannot fix: reported once, never retried."""
 
 SESSION_TIMEOUT_CODE = 4002
 UPSTREAM_UNAVAILABLE_CODE = 4503
@@ -88,6 +105,13 @@ _FATAL_TOKEN_STATUS: Mapping[int, str] = {
     403: "api key not allowed",
     404: "app id unrecognized",
 }
+_FATAL_UPGRADE_STATUS: Mapping[int, str] = {
+    400: "refused the request",
+    401: "refused the session key or app id",
+    403: "refused the session",
+    404: "does not know the avatar",
+}
+"""HTTP statuses of a refused websocket upgrade: configuration errors, not retried."""
 _COALESCE_SECONDS = 1.0
 """Most audio sent in one SDK message when several chunks are waiting."""
 _FINISHED_REQUESTS_KEPT = 256
@@ -141,7 +165,9 @@ class SpatiusConfig:
         environ: Mapping[str, str],
     ) -> SpatiusConfig:
         def pick(value: str | None, variable: str, *, required: bool) -> str:
-            chosen = (value if value is not None else environ.get(variable, "")).strip()
+            if value is None:
+                value = environ.get(variable, "") or environ.get(ENV_ALIASES.get(variable, ""), "")
+            chosen = value.strip()
             if required and not chosen:
                 raise MotionError(
                     f"spatius: {variable} is not set (set the environment variable "
@@ -170,6 +196,8 @@ class _Command:
     kind: Literal["audio", "end", "interrupt"]
     stream: _SpatiusStream
     data: bytes = b""
+    retried: bool = False
+    """A first audio already sent again on a fresh session (at most once)."""
 
 
 class _ConnectFailedError(Exception):
@@ -194,9 +222,15 @@ def classify_failure(exc: BaseException) -> _Failure:
         return _Failure("fatal", f"spatius {FATAL_CODES[code]} ({code}): {detail}")
     if code == SESSION_TIMEOUT_CODE:
         return _Failure("new_session", f"spatius session timeout ({code}): {detail}")
+    if code is not None and code in NON_RETRYABLE_CODES:
+        return _Failure("fatal", f"spatius refused the session ({code}): {detail}")
     status = exc.http_status if isinstance(exc, spatius.SessionTokenError) else None
     if status is not None and status in _FATAL_TOKEN_STATUS:
         label = _FATAL_TOKEN_STATUS[status]
+        return _Failure("fatal", f"spatius {label} (HTTP {status}): {detail}")
+    status = getattr(exc, "http_status", None)
+    if isinstance(status, int) and status in _FATAL_UPGRADE_STATUS:
+        label = _FATAL_UPGRADE_STATUS[status]
         return _Failure("fatal", f"spatius {label} (HTTP {status}): {detail}")
     if isinstance(exc, spatius.AvatarSDKError):
         sdk_code = exc.code
@@ -211,6 +245,10 @@ def classify_failure(exc: BaseException) -> _Failure:
             return _Failure("fatal", f"spatius {sdk_code.value}: {detail}")
         if sdk_code == spatius.AvatarSDKErrorCode.sessionDurationExceeded:
             return _Failure("new_session", f"spatius session timeout: {detail}")
+        if sdk_code.value in _CONFIGURATION_ERRORS:
+            return _Failure("fatal", f"spatius configuration error ({sdk_code.value}): {detail}")
+        if sdk_code == spatius.AvatarSDKErrorCode.idleTimeout:
+            return _Failure("new_session", f"spatius closed the idle session: {detail}")
     if isinstance(exc, asyncio.TimeoutError):
         return _Failure("retry", "spatius did not answer in time")
     return _Failure("retry", f"spatius unavailable: {detail}")
@@ -228,6 +266,48 @@ def _ended_naturally(stream: _SpatiusStream) -> bool:
     """The service sent the request's end marker (no interrupt, failure or close)."""
     end = stream.end
     return end is not None and not end.audio_only and end.reason == ""
+
+
+ANIMATION_FIELD = 4
+"""``ServerResponseAnimation.animation`` (bytes) in the vendor's descriptor (spatialreal 0.2.2);
+the spatius 1.1.1 descriptor does not declare it, so it is read from the wire."""
+
+
+def _has_animation(payload: bytes) -> bool:
+    """Whether a ``ServerResponseAnimation`` envelope carries animation bytes (field 4)."""
+    envelope: Any = message_pb2.Message()  # type: ignore[attr-defined]
+    try:
+        envelope.ParseFromString(payload)
+        body: bytes = envelope.server_response_animation.SerializeToString()
+        pos = 0
+        while pos < len(body):
+            key, pos = _varint_at(body, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _varint_at(body, pos)
+            elif wire == 2:
+                size, pos = _varint_at(body, pos)
+                if number == ANIMATION_FIELD and size > 0:
+                    return True
+                pos += size
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                return True  # unknown layout: treat it as a frame, as before
+    except (DecodeError, IndexError):
+        return True
+    return False
+
+
+def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
 
 
 def _request_id_of(payload: bytes) -> str | None:
@@ -309,9 +389,11 @@ class _SpatiusStream(MotionStream):
             else:
                 counters.late_frames += 1
             return
-        self._items.put_nowait(MotionFrame(index=self.next_index, payload=payload))
-        self.next_index += 1
-        counters.frames_relayed += 1
+        if not (is_last and not _has_animation(payload)):
+            # The end marker usually carries no animation: it is no frame then.
+            self._items.put_nowait(MotionFrame(index=self.next_index, payload=payload))
+            self.next_index += 1
+            counters.frames_relayed += 1
         if is_last:
             self.finish(MotionStreamEnd())
 
@@ -322,7 +404,7 @@ class _SpatiusStream(MotionStream):
                 "spatius conversation is audio-only",
                 extra={"conversation_id": self.conversation_id, "reason": reason},
             )
-        self.finish(MotionStreamEnd(audio_only=True, reason=reason))
+        self.finish(MotionStreamEnd(audio_only=True, reason=reason, failed=True))
 
     def finish(self, end: MotionStreamEnd) -> None:
         if self.done:
@@ -420,6 +502,7 @@ class SpatiusMotionSource(MotionSource):
         self._last_stream: _SpatiusStream | None = None
         """The stream of the SDK's most recent request: the only one its interrupt reaches."""
         self._closed = False
+        self._prewarm_rate: int | None = None
         self._apply_telemetry_policy()
 
     # -- public surface ---------------------------------------------------------------------
@@ -467,6 +550,18 @@ class SpatiusMotionSource(MotionSource):
         if self._worker_atask is None:
             self._worker_atask = asyncio.create_task(self._run(), name="spatius-motion-worker")
         return stream
+
+    def prewarm(self, sample_rate: int) -> None:
+        """Open the session now, in the background, so the first conversation finds it ready.
+
+        A failure is recorded (and a configuration error reported) as for a conversation.
+        """
+        if self._closed or sample_rate not in SUPPORTED_SAMPLE_RATES:
+            return
+        self._prewarm_rate = sample_rate
+        if self._worker_atask is None:
+            self._worker_atask = asyncio.create_task(self._run(), name="spatius-motion-worker")
+        self._wake.set()
 
     def idle_info(self) -> MotionStreamInfo | None:
         return None
@@ -575,6 +670,12 @@ class SpatiusMotionSource(MotionSource):
                 if failure is not None:
                     self._record_failure(failure)
                 await self._drop_session(failure.reason if failure else "spatius session failed")
+            if not self._commands and self._prewarm_rate is not None:
+                rate, self._prewarm_rate = self._prewarm_rate, None
+                if self._session is None and self.unavailable_reason is None:
+                    with contextlib.suppress(_ConnectFailedError):  # recorded by _connect
+                        await self._connect(rate)
+                continue
             if not self._commands:
                 self._wake.clear()
                 await self._wake.wait()
@@ -586,6 +687,24 @@ class SpatiusMotionSource(MotionSource):
                 # the SDK raises these when the connection died under a send
                 failure = self._pending_failure or classify_failure(exc)
                 self._pending_failure = None
+                stream = command.stream
+                if (
+                    command.kind == "audio"
+                    and stream.req_id is None
+                    and not command.retried
+                    and failure.kind != "fatal"
+                ):
+                    # The session died between conversations (an idle close seen only now):
+                    # nothing of this conversation reached it, so reopen and send it again.
+                    logger.info(
+                        "spatius session was gone; reopening", extra={"reason": failure.reason}
+                    )
+                    command.retried = True
+                    stream.session_gen = None
+                    stream.queued_bytes += len(command.data)
+                    self._commands.appendleft(command)
+                    await self._drop_session(failure.reason)
+                    continue
                 self._record_failure(failure)
                 command.stream.fail(failure.reason)
                 await self._drop_session(failure.reason)
@@ -601,7 +720,7 @@ class SpatiusMotionSource(MotionSource):
     async def _execute(self, command: _Command) -> None:
         stream = command.stream
         if command.kind == "audio":
-            pcm = self._take_audio(command)
+            pcm = command.data = self._take_audio(command)
             if stream.done:
                 self.counters.audio_bytes_dropped += len(pcm)
                 return
@@ -611,7 +730,8 @@ class SpatiusMotionSource(MotionSource):
                 return
             previous = self._open_stream
             if previous is not None and previous is not stream:
-                previous.finish(MotionStreamEnd(reason="superseded by a newer conversation"))
+                # Its remaining frames will never come: the relay must announce audio-only.
+                previous.fail("superseded by a newer conversation")
                 await self._interrupt_request(session, previous)
             req_id = await session.send_audio(pcm, end=False)
             if stream.req_id is None:

@@ -7,71 +7,72 @@ moment each sample leaves for the network; animation frames are released at that
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
-import numpy as np
 from livekit import rtc
 
 from ..protocol.constants import AUDIO_TRACK_NAME
+from .interfaces import AudioSink, Clock, EmissionAnchor, Int16Array, loop_clock
 
 
-@dataclass(frozen=True, slots=True)
-class EmissionAnchor:
-    """At time ``monotonic``, sample ``position`` of the current stream was leaving the queue."""
+class PlayoutTimeline:
+    """Which sample leaves the queue when, from the writes alone (pure bookkeeping).
 
-    monotonic: float
-    position: int
+    Each write extends the timeline by its duration, from now if the queue had run dry.
+    (``rtc.AudioSource.queued_duration`` subtracts the time since the last capture from its
+    running total, which goes negative after a gap and then undercounts what is queued.)
+    """
 
+    def __init__(self, sample_rate: int) -> None:
+        self._rate = sample_rate
+        self._ends_at = 0.0
+        self._next_position = 0
+        """Position the next written sample gets."""
 
-class TrackAudioOut:
-    """Publishes mono PCM on one audio track and reports where playback-to-network stands."""
+    def written(self, now: float, samples: int) -> None:
+        self._ends_at = max(self._ends_at, now) + samples / self._rate
+        self._next_position += samples
 
-    def __init__(self, *, sample_rate: int, queue_ms: int) -> None:
-        self.sample_rate = sample_rate
-        self._source = rtc.AudioSource(sample_rate, 1, queue_size_ms=queue_ms)
-        self.track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._source)
-        self._captured = 0
+    def queued(self, now: float) -> float:
+        return max(self._ends_at - now, 0.0)
 
     def reset_position(self) -> None:
-        """Make the next captured sample position 0.
+        """The next sample written is position 0; what is still queued is negative."""
+        self._next_position = 0
 
-        Samples still queued (idle silence) are counted as negative positions, so the
-        emission position stays exact across the switch.
-        """
-        self._captured = -round(self._source.queued_duration * self.sample_rate)
+    def anchor(self, now: float) -> EmissionAnchor:
+        return EmissionAnchor(now, self._next_position - round(self.queued(now) * self._rate))
 
-    async def write_silence_when_low(self, chunk: int, low_water: float) -> None:
-        """Keep the track flowing between conversations without building up latency.
+    def clear(self, now: float) -> None:
+        self._ends_at = now
 
-        Receivers use the track as their clock; a shallow queue of silence (at most
-        ``low_water`` seconds) keeps it running and delays the next conversation by no more.
-        """
-        if self._source.queued_duration <= low_water:
-            await self._source.capture_frame(
-                rtc.AudioFrame(bytes(2 * chunk), self.sample_rate, 1, chunk)
-            )
 
-    async def write(self, pcm: np.ndarray) -> EmissionAnchor:
-        """Queue int16 samples; returns when the queue has room again (real-time pacing)."""
+class TrackAudioOut(AudioSink):
+    """Publishes mono PCM on one audio track and reports where playback-to-network stands."""
+
+    def __init__(self, *, sample_rate: int, queue_ms: int, clock: Clock = loop_clock) -> None:
+        self.sample_rate = sample_rate
+        self._clock = clock
+        self._source = rtc.AudioSource(sample_rate, 1, queue_size_ms=queue_ms)
+        self.track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._source)
+        self._timeline = PlayoutTimeline(sample_rate)
+
+    def reset_position(self) -> None:
+        self._timeline.reset_position()
+
+    async def write(self, pcm: Int16Array) -> EmissionAnchor:
         frame = rtc.AudioFrame(pcm.tobytes(), self.sample_rate, 1, len(pcm))
+        self._timeline.written(self._clock(), len(pcm))
         await self._source.capture_frame(frame)
-        self._captured += len(pcm)
         return self.anchor()
 
     def anchor(self) -> EmissionAnchor:
-        queued = round(self._source.queued_duration * self.sample_rate)
-        return EmissionAnchor(time.monotonic(), self._captured - queued)
+        return self._timeline.anchor(self._clock())
 
     def queued_seconds(self) -> float:
-        return self._source.queued_duration
+        return self._timeline.queued(self._clock())
 
     def clear(self) -> None:
-        """Drop queued audio at once (interrupt)."""
         self._source.clear_queue()
-
-    async def wait_for_playout(self) -> None:
-        await self._source.wait_for_playout()
+        self._timeline.clear(self._clock())
 
     async def aclose(self) -> None:
         await self._source.aclose()

@@ -1,29 +1,82 @@
-"""One utterance on its way through the relay: its audio, its motion and its bookkeeping."""
+"""One utterance on its way through the relay, as an explicit state machine.
+
+Its phase moves only forward, and only through :meth:`Conversation._move`::
+
+    queued ─► opening_motion ─► playing ─► ending ─► ended
+       │            │              │          │
+       └────────────┴──────────────┴──────────┴────► interrupted
+    opening_motion ─► ended   (the producer ended it without any audio)
+
+Independently, its animation goes ``pending ─► animated ─► audio_only`` (or straight from
+``pending`` to ``audio_only``), only through :meth:`Conversation.mark_audio_only` and
+:meth:`Conversation.attach_motion`. Every transition is reported once, as a
+:class:`PhaseChanged` or :class:`AnimationChanged` event, to the one listener given at
+construction; the relay derives its playback events, protocol notices and metrics from them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import secrets
-import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
+from livekit.agents.utils.audio import AudioByteStream
 
 from ..motion.base import MotionStream, MotionStreamInfo
-from ..protocol import AudioOnly, ConversationStart
+from .interfaces import Clock, Int16Array
 from .log import ctx, logger
 
-Int16Array = npt.NDArray[np.int16]
-
 AudioOnlyReason = Literal["motion_empty", "motion_failed", "motion_stalled", "motion_unavailable"]
+
+CHUNK_MS = 10
+"""Audio is taken from a conversation in 10 ms chunks, WebRTC's own frame size."""
 
 
 def new_conversation_id() -> str:
     """Fresh, unguessable, short: 16 hex characters."""
     return secrets.token_hex(8)
+
+
+class Phase(enum.Enum):
+    QUEUED = "queued"
+    """Waiting behind other conversations; its motion stream opens meanwhile."""
+    OPENING_MOTION = "opening_motion"
+    """First in line; the audio waits (bounded) until its motion stream is open or failed."""
+    PLAYING = "playing"
+    """Its audio is going into the sink; the start message has been sent."""
+    ENDING = "ending"
+    """All its audio is in the sink and all its frames are sent (the end message goes out
+    now); its playout remains."""
+    ENDED = "ended"
+    INTERRUPTED = "interrupted"
+
+
+class Animation(enum.Enum):
+    PENDING = "pending"
+    """The motion stream is not open yet."""
+    ANIMATED = "animated"
+    AUDIO_ONLY = "audio_only"
+
+
+_FINAL = frozenset({Phase.ENDED, Phase.INTERRUPTED})
+_ALLOWED: dict[Phase, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.OPENING_MOTION, Phase.INTERRUPTED}),
+    Phase.OPENING_MOTION: frozenset({Phase.PLAYING, Phase.ENDED, Phase.INTERRUPTED}),
+    Phase.PLAYING: frozenset({Phase.ENDING, Phase.INTERRUPTED}),
+    Phase.ENDING: frozenset({Phase.ENDED, Phase.INTERRUPTED}),
+    Phase.ENDED: frozenset(),
+    Phase.INTERRUPTED: frozenset(),
+}
+
+
+class InvalidTransitionError(RuntimeError):
+    """A conversation was asked to move to a phase it cannot reach from where it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,111 +88,270 @@ class PlaybackResult:
     interrupted: bool
 
 
-class Conversation:
-    """Audio in (from a voice agent, a WAV, TTS), motion frames in, state for the pump."""
+@dataclass(frozen=True, slots=True)
+class PhaseChanged:
+    """A conversation moved from one phase to the next."""
 
-    def __init__(self, *, sample_rate: int, conversation_id: str | None = None) -> None:
+    conversation_id: str
+    old: Phase
+    new: Phase
+    at: float
+    """Clock time of the transition."""
+    played_seconds: float
+    """Audio emitted so far (final in ``ended``/``interrupted``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnimationChanged:
+    """A conversation's animation became available, or was given up."""
+
+    conversation_id: str
+    old: Animation
+    new: Animation
+    reason: AudioOnlyReason | None
+    """Why it is audio-only; None when it became animated."""
+    phase: Phase
+    """The phase it was in (an ``audio_only`` before ``playing`` is announced at the start)."""
+
+
+ConversationEvent = PhaseChanged | AnimationChanged
+
+
+class Conversation:
+    """Audio in (from a voice agent, a WAV, TTS), motion frames in, one phase at a time."""
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int,
+        clock: Clock,
+        on_event: Callable[[Conversation, ConversationEvent], None],
+        conversation_id: str | None = None,
+    ) -> None:
         self.id = conversation_id or new_conversation_id()
         self.sample_rate = sample_rate
-        self.motion: MotionStream | None = None
-        self.motion_info: MotionStreamInfo | None = None
-        self.start_message: ConversationStart | None = None
-        self.audio_only_message: AudioOnly | None = None
-        self.start_sent_at = 0.0
-        self.audio_only_reason: AudioOnlyReason | None = None
-        self.seq = 0
-        self.started = False
-        self.interrupted = False
-        self.input_closed = False
-        self.received_samples = 0
-        self.frames: dict[int, bytes] = {}
-        self.motion_ended = False
-        self.frames_sent = 0
-        self.played_seconds = 0.0
-        """How much was heard when it was interrupted (set at the interrupt)."""
-        self.first_input_at: float | None = None
-        """Monotonic time of the first audio pushed (for the first-audio latency metric)."""
-        self.pacer_task: asyncio.Task[None] | None = None
+        self.chunk = sample_rate * CHUNK_MS // 1000
+        self._clock = clock
+        self._on_event = on_event
+        self._phase = Phase.QUEUED
+        self._started = False
+        self._animation = Animation.PENDING
+        self._audio_only_reason: AudioOnlyReason | None = None
+        self._interrupt_requested = False
+        self._seq = 0
+        self._played_seconds = 0.0
+        # audio input, framed into whole chunks
+        self._bytes = AudioByteStream(sample_rate, 1, samples_per_channel=self.chunk)
         self._chunks: deque[Int16Array] = deque()
-        self._motion_backlog: list[Int16Array] = []
+        self._input_closed = False
+        self._received = 0
+        self._first_input_at: float | None = None
+        self._last_input_at = clock()
         self._changed = asyncio.Event()
-        self._frames_changed = asyncio.Event()
+        # motion
+        self._motion: MotionStream | None = None
+        self._motion_info: MotionStreamInfo | None = None
+        self._motion_backlog: list[Int16Array] = []
+        self._motion_ended = False
         self._motion_settled = asyncio.Event()
+        self._frames: dict[int, bytes] = {}
+        self._frames_changed = asyncio.Event()
+        self.frames_sent = 0
         self.result: asyncio.Future[PlaybackResult] = asyncio.get_running_loop().create_future()
 
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def animation(self) -> Animation:
+        return self._animation
+
+    @property
+    def audio_only_reason(self) -> AudioOnlyReason | None:
+        return self._audio_only_reason
+
+    @property
+    def started(self) -> bool:
+        """Its start message was sent (it reached ``playing``)."""
+        return self._phase in (Phase.PLAYING, Phase.ENDING) or (
+            self._phase in _FINAL and self._started
+        )
+
+    @property
+    def done(self) -> bool:
+        return self._phase in _FINAL
+
+    @property
+    def interrupt_requested(self) -> bool:
+        return self._interrupt_requested
+
+    def _move(self, new: Phase, played_seconds: float = 0.0) -> None:
+        """The one place where a conversation changes phase."""
+        old = self._phase
+        if new not in _ALLOWED[old]:
+            raise InvalidTransitionError(f"conversation {self.id}: {old.value} -> {new.value}")
+        self._phase = new
+        if new is Phase.PLAYING:
+            self._started = True
+        if new in _FINAL:
+            self._played_seconds = max(played_seconds, 0.0)
+            self._motion_settled.set()
+            self._frames_changed.set()
+            self._changed.set()
+        self._on_event(
+            self, PhaseChanged(self.id, old, new, self._clock(), self._played_seconds)
+        )
+        if new in _FINAL and not self.result.done():
+            interrupted = new is Phase.INTERRUPTED
+            self.result.set_result(PlaybackResult(self.id, self._played_seconds, interrupted))
+
+    def open_motion(self) -> None:
+        self._move(Phase.OPENING_MOTION)
+
+    def start_playing(self) -> None:
+        self._move(Phase.PLAYING)
+
+    def begin_ending(self) -> None:
+        self._move(Phase.ENDING)
+
+    def end(self, played_seconds: float) -> None:
+        self._move(Phase.ENDED, played_seconds)
+
+    def abort(self, played_seconds: float) -> None:
+        """Interrupted (by request, failure or shutdown); a no-op once it is final."""
+        if not self.done:
+            self._move(Phase.INTERRUPTED, played_seconds)
+
+    def request_interrupt(self) -> None:
+        """Ask the relay to stop it; the relay moves it to ``interrupted``."""
+        self._interrupt_requested = True
+        self._motion_settled.set()
+        self._changed.set()
+        self._frames_changed.set()
+
+    async def wait_interrupt_requested(self) -> None:
+        while not self._interrupt_requested:
+            self._changed.clear()
+            await self._changed.wait()
+
     # -- sequence numbers -------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        """The sequence number of the next message."""
+        return self._seq
+
     def next_seq(self) -> int:
-        seq = self.seq
-        self.seq += 1
+        seq = self._seq
+        self._seq += 1
         return seq
 
+    def advance_seq(self, count: int) -> None:
+        """``count`` messages were numbered from :attr:`seq` on."""
+        self._seq += count
+
     # -- audio input ------------------------------------------------------------------------
+    @property
+    def input_closed(self) -> bool:
+        return self._input_closed
+
+    @property
+    def received_samples(self) -> int:
+        return self._received
+
+    @property
+    def first_input_at(self) -> float | None:
+        return self._first_input_at
+
+    @property
+    def last_input_at(self) -> float:
+        """Clock time of the last push or of the open (for the input idle timeout)."""
+        return self._last_input_at
+
     def push(self, pcm: Int16Array) -> None:
-        """Append conversation audio (int16 mono at the relay's rate) and feed the motion source."""
-        if self.input_closed or self.interrupted or len(pcm) == 0:
+        """Append audio (int16 mono at the relay's rate) and feed the motion source."""
+        if self._input_closed or self._interrupt_requested or self.done or len(pcm) == 0:
             return
-        if self.first_input_at is None:
-            self.first_input_at = time.monotonic()
-        self._chunks.append(pcm)
-        self.received_samples += len(pcm)
+        now = self._clock()
+        if self._first_input_at is None:
+            self._first_input_at = now
+        self._last_input_at = now
+        self._append(pcm)
+
+    def pad_silence(self, samples: int) -> None:
+        """Keep the timeline continuous when the producer is slower than real time.
+
+        Padding is not input: it does not delay the input idle timeout.
+        """
+        if not self._input_closed and samples > 0:
+            silence = np.zeros(samples, dtype=np.int16)
+            self._append(silence)  # fed to the motion too: the face keeps time
+
+    def _append(self, pcm: Int16Array) -> None:
+        self._received += len(pcm)
+        for frame in self._bytes.push(pcm.tobytes()):
+            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16).copy())
         self._feed_motion(pcm)
         self._changed.set()
 
-    def pad_silence(self, samples: int) -> None:
-        """Keep the timeline continuous when the producer is slower than real time."""
-        self.push(np.zeros(samples, dtype=np.int16))
-
     def close_input(self) -> None:
-        if self.input_closed:
+        if self._input_closed:
             return
-        self.input_closed = True
+        self._input_closed = True
+        for frame in self._bytes.flush():
+            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16).copy())
         self._flush_motion()
         self._changed.set()
 
-    def take(self, samples: int) -> Int16Array:
-        """Remove up to ``samples`` samples from the front of the buffer."""
-        parts: list[Int16Array] = []
-        need = samples
-        while need > 0 and self._chunks:
-            head = self._chunks[0]
-            if len(head) <= need:
-                parts.append(self._chunks.popleft())
-                need -= len(head)
-            else:
-                parts.append(head[:need])
-                self._chunks[0] = head[need:]
-                need = 0
-        if not parts:
-            return np.zeros(0, dtype=np.int16)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def take_chunk(self) -> Int16Array | None:
+        """The next whole chunk (the last one may be shorter), or None if none is ready."""
+        return self._chunks.popleft() if self._chunks else None
 
     async def wait_for_input(self, total_samples: int, timeout: float | None) -> bool:
-        """Wait until ``total_samples`` were received, input closed or interrupted.
+        """Wait until ``total_samples`` were received, input closed or interrupt requested.
 
         Returns False on timeout (the producer is behind real time).
         """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while not (self.received_samples >= total_samples or self.input_closed or self.interrupted):
-            self._changed.clear()
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                return False
+        try:
+            async with asyncio.timeout(timeout):
+                while not (
+                    self._received >= total_samples
+                    or self._input_closed
+                    or self._interrupt_requested
+                ):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            return False
         return True
 
     # -- motion -----------------------------------------------------------------------------
+    @property
+    def motion(self) -> MotionStream | None:
+        return self._motion
+
+    @property
+    def motion_info(self) -> MotionStreamInfo | None:
+        return self._motion_info
+
+    @property
+    def motion_ended(self) -> bool:
+        return self._motion_ended
+
+    @property
+    def frames(self) -> dict[int, bytes]:
+        """Frames received and not yet sent, by index (the pacer takes them out)."""
+        return self._frames
+
     def _feed_motion(self, pcm: Int16Array) -> None:
-        if self.audio_only_reason is not None:
+        if self._animation is Animation.AUDIO_ONLY:
             return
-        if self.motion is None:
+        if self._motion is None:
             self._motion_backlog.append(pcm)  # the stream is still opening
             return
         try:
-            self.motion.push_audio(pcm.tobytes())
+            self._motion.push_audio(pcm.tobytes())
         except Exception as exc:
             # Motion never costs audio: the conversation goes on without animation.
             logger.warning("motion source refused audio", extra=ctx("", self.id, error=repr(exc)))
@@ -154,61 +366,53 @@ class Conversation:
 
     def attach_motion(self, stream: MotionStream) -> None:
         """The motion stream is open: hand it the audio that arrived meanwhile."""
-        self.motion = stream
-        self.motion_info = stream.info
+        self._motion = stream
+        self._motion_info = stream.info
         self._motion_settled.set()
+        if self._animation is not Animation.PENDING:
+            return
+        self._set_animation(Animation.ANIMATED, None)
         backlog, self._motion_backlog = self._motion_backlog, []
         for pcm in backlog:
             self._feed_motion(pcm)
-        if self.input_closed:
+        if self._input_closed:
             self._flush_motion()
 
     def _flush_motion(self) -> None:
-        if self.motion is not None and self.audio_only_reason is None:
+        if self._motion is not None and self._animation is Animation.ANIMATED:
             try:
-                self.motion.flush()
+                self._motion.flush()
             except Exception as exc:
                 logger.warning("motion flush failed", extra=ctx("", self.id, error=repr(exc)))
                 self.mark_audio_only("motion_failed")
 
     def add_frame(self, index: int, payload: bytes) -> None:
-        if self.audio_only_reason is None:
-            self.frames[index] = payload
+        if self._animation is not Animation.AUDIO_ONLY:
+            self._frames[index] = payload
             self._frames_changed.set()
 
     def end_motion(self) -> None:
-        self.motion_ended = True
+        self._motion_ended = True
         self._motion_settled.set()
         self._frames_changed.set()
 
     def mark_audio_only(self, reason: AudioOnlyReason) -> None:
-        if self.audio_only_reason is None:
-            self.audio_only_reason = reason
-            self.frames.clear()
-            self._motion_backlog.clear()
-            self._frames_changed.set()
-            self._motion_settled.set()
+        """Give up on animation for the rest of the conversation (once; later calls are no-ops)."""
+        if self._animation is Animation.AUDIO_ONLY:
+            return
+        self._audio_only_reason = reason
+        self._frames.clear()
+        self._motion_backlog.clear()
+        self._frames_changed.set()
+        self._motion_settled.set()
+        self._set_animation(Animation.AUDIO_ONLY, reason)
+
+    def _set_animation(self, new: Animation, reason: AudioOnlyReason | None) -> None:
+        old, self._animation = self._animation, new
+        self._on_event(self, AnimationChanged(self.id, old, new, reason, self._phase))
 
     async def wait_frames_changed(self, timeout: float | None) -> None:
         self._frames_changed.clear()
-        try:
-            await asyncio.wait_for(self._frames_changed.wait(), timeout)
-        except TimeoutError:
-            pass
-
-    async def wait_interrupted(self) -> None:
-        while not self.interrupted:
-            self._changed.clear()
-            await self._changed.wait()
-
-    def interrupt(self) -> None:
-        self.interrupted = True
-        self._motion_settled.set()
-        self._changed.set()
-        self._frames_changed.set()
-
-    def finish(self, played_seconds: float) -> None:
-        if not self.result.done():
-            self.result.set_result(
-                PlaybackResult(self.id, max(played_seconds, 0.0), self.interrupted)
-            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._frames_changed.wait()

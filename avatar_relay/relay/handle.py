@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from types import TracebackType
 
 import numpy as np
 from livekit import rtc
 
-from .conversation import Conversation, Int16Array, PlaybackResult
+from .conversation import Conversation, PlaybackResult
+from .interfaces import Int16Array
 
 
 class ConversationHandle:
-    """What a producer (voice agent output, WAV, TTS) holds to feed one conversation."""
+    """What a producer (voice agent output, WAV, TTS) holds to feed one conversation.
+
+    Use it as an async context manager: leaving the block ends the conversation, and leaving
+    it by an exception (a cancelled RPC, a failed producer) interrupts it, so a conversation
+    is never left open for everything queued behind it to wait on::
+
+        async with relay.open_conversation() as handle:
+            handle.push_pcm(pcm)
+    """
 
     def __init__(
         self,
@@ -64,6 +74,20 @@ class ConversationHandle:
 
     def interrupt(self) -> None:
         self._on_interrupt(self._conv)
+
+    async def __aenter__(self) -> ConversationHandle:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.end()
+        else:
+            self.interrupt()
 
     async def wait_for_playout(self) -> PlaybackResult:
         return await asyncio.shield(self._conv.result)

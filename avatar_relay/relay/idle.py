@@ -10,7 +10,8 @@ from collections.abc import Callable
 from ..motion.base import MotionSource
 from ..protocol import Idle
 from ..protocol.constants import DEFAULT_FPS
-from .publisher import MessagePublisher, now_us
+from .interfaces import Publisher
+from .publisher import now_us
 
 
 class IdleSender:
@@ -23,7 +24,7 @@ class IdleSender:
     def __init__(
         self,
         *,
-        publisher: MessagePublisher,
+        publisher: Publisher,
         interval_s: float,
         motion_source: Callable[[], MotionSource],
         busy: Callable[[], bool],

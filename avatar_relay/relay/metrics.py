@@ -5,6 +5,7 @@ Counters and histograms live in one registry-bound object so tests can create th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -105,6 +106,13 @@ class RelayMetrics:
         self.bytes_sent = f.bytes_sent.labels(room)
         self.first_audio_latency = f.first_audio_latency.labels(room)
         self.frame_release_lag = f.frame_release_lag.labels(room)
+
+    def remove(self) -> None:
+        """Forget this room's series (a worker serves many rooms over its life)."""
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
+            return  # prometheus_client cannot remove series in multi-process mode
+        for family in vars(self._f).values():
+            family.remove_by_labels({"room": self._room})
 
     def audio_only(self, reason: str) -> None:
         self._f.conversations_audio_only.labels(self._room, reason).inc()

@@ -1,6 +1,6 @@
-"""Releases a conversation's animation frames at the moments the track emits their audio.
+"""Releases a conversation's animation frames at the moments the sink emits their audio.
 
-The audio track's queue is the clock: after each captured chunk the pump hands the pacer an
+The audio sink is the clock: after each written chunk the player hands the pacer an
 :class:`EmissionAnchor` (which sample was leaving the queue when). Frame ``k`` is due when
 sample ``k * sample_rate / fps`` leaves; the pacer sleeps until then and sends it, so the
 frame crosses the network together with its audio.
@@ -9,14 +9,12 @@ frame crosses the network together with its audio.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
-from ..protocol import AnimationFrames
-from .audio_out import EmissionAnchor
-from .conversation import Conversation
+from ..protocol import batch_frames
+from .conversation import Animation, Conversation
+from .interfaces import Clock, EmissionAnchor, Publisher
 from .metrics import RelayMetrics
-from .publisher import MessagePublisher, now_us
+from .publisher import now_us
 
 FRAME_EXPIRY_S = 0.5
 """A frame not yet handed to the room this long after its audio left is dropped."""
@@ -25,116 +23,130 @@ LATE_RELEASE_S = 0.02
 
 
 class FramePacer:
-    """One per room; runs once per conversation, timed by the anchors the pump sets."""
+    """Paces one conversation's frames, timed by the anchors the player sets."""
 
     def __init__(
         self,
+        conv: Conversation,
         *,
-        sample_rate: int,
         stall_timeout_s: float,
-        publisher: MessagePublisher,
+        publisher: Publisher,
         metrics: RelayMetrics,
-        announce_audio_only: Callable[[Conversation], None],
+        clock: Clock,
     ) -> None:
-        self._sample_rate = sample_rate
+        self._conv = conv
+        self._rate = conv.sample_rate
         self._stall = stall_timeout_s
         self._publisher = publisher
         self._metrics = metrics
-        self._announce_audio_only = announce_audio_only
+        self._clock = clock
         self._anchor: EmissionAnchor | None = None
         self._anchor_changed = asyncio.Event()
-
-    def reset(self) -> None:
-        """A new conversation: no audio of it has been captured yet."""
-        self._anchor = None
+        self.frames_skipped = 0
+        """Frame indexes the source never delivered in time and that were skipped."""
 
     def set_anchor(self, anchor: EmissionAnchor) -> None:
         self._anchor = anchor
         self._anchor_changed.set()
 
     def due_time(self, position: float) -> float | None:
-        """Monotonic time at which the track emits sample ``position`` of this conversation."""
+        """Clock time at which the sink emits sample ``position`` of this conversation."""
         anchor = self._anchor
         if anchor is None:
             return None
-        return anchor.monotonic + (position - anchor.position) / self._sample_rate
+        return anchor.at + (position - anchor.position) / self._rate
 
-    async def run(self, conv: Conversation) -> None:
-        """Release frame k when the track emits the first sample of frame k's audio."""
-        # The pump starts a conversation only once its motion stream is open or has failed.
+    async def run(self) -> None:
+        """Release frame k when the sink emits the first sample of frame k's audio.
+
+        Ends when every frame that has audio was sent, or when the conversation is audio-only
+        (the caller announces that). Raises whatever sending raises.
+        """
+        conv = self._conv
         info = conv.motion_info
-        if info is None or conv.audio_only_reason is not None:
-            # The source may have failed after the start was sent and before this task first
-            # ran; announce it then (once: a failure before the start already was).
-            if conv.audio_only_reason is not None:
-                self._announce_audio_only(conv)
+        if info is None or conv.animation is not Animation.ANIMATED:
             return
-        samples_per_frame = self._sample_rate / info.fps
+        samples_per_frame = self._rate / info.fps
         k = 0
-        while True:
-            total = conv.received_samples if conv.input_closed else None
-            if total is not None and k * samples_per_frame >= total:
+        while conv.animation is Animation.ANIMATED and not conv.interrupt_requested:
+            if conv.input_closed and k * samples_per_frame >= conv.received_samples:
                 return  # every frame that has audio was sent
             await self._wait_anchor()
             due = self.due_time(k * samples_per_frame)
             if due is not None:
-                await _sleep_until(due)
-            if not await self._wait_frame(conv, k, samples_per_frame):
+                await _sleep_until(self._clock, due)
+            k = await self._next_available(k, samples_per_frame)
+            if k < 0:
                 return
-            if conv.audio_only_reason is not None:
-                self._announce_audio_only(conv)
-                return
-            sent = self._send_due_frames(conv, k, samples_per_frame, due)
-            k += sent
+            k += self._send_due_frames(k, samples_per_frame)
 
-    async def _wait_frame(self, conv: Conversation, k: int, samples_per_frame: float) -> bool:
-        """Wait for frame k if the motion source is behind; False when no more will come."""
-        while k not in conv.frames and conv.audio_only_reason is None:
-            if conv.motion_ended and not any(i >= k for i in conv.frames):
-                return False
+    async def _next_available(self, k: int, samples_per_frame: float) -> int:
+        """Frame k, or the next frame after it once k is overdue; -1 when none will come.
+
+        One missing index costs only that frame: once its stall deadline has passed, the
+        pacer moves on to the next frame the source did deliver. Only when the source gives
+        nothing at all for the stall timeout is the conversation audio-only.
+        """
+        conv = self._conv
+        while conv.animation is Animation.ANIMATED and not conv.interrupt_requested:
+            if k in conv.frames:
+                return k
+            later = [i for i in conv.frames if i > k]
+            if conv.motion_ended and not later:
+                if conv.input_closed and k * samples_per_frame >= conv.received_samples:
+                    return -1
+                # The stream ended while audio remains for frame k: the rest would be a
+                # frozen face. Say so (a source cut off without its audio-only flag).
+                conv.mark_audio_only("motion_failed" if conv.frames_sent else "motion_empty")
+                return -1
             due = self.due_time(k * samples_per_frame)
-            left = None if due is None else due + self._stall - time.monotonic()
+            left = None if due is None else due + self._stall - self._clock()
             if left is not None and left <= 0:
+                if later:
+                    skip_to = min(later)
+                    self.frames_skipped += skip_to - k
+                    return skip_to
                 conv.mark_audio_only("motion_stalled")
-                break
+                return -1
             # Woken by the next frame, the end of motion, or the stall deadline.
             await conv.wait_frames_changed(left)
-        return True
+        return -1
 
-    def _send_due_frames(
-        self, conv: Conversation, k: int, samples_per_frame: float, due: float | None
-    ) -> int:
-        """Send frame k and any later frames already due, in one message; returns the count."""
-        batch = [conv.frames.pop(k)]
-        now = time.monotonic()
-        while (k + len(batch)) in conv.frames:
-            next_due = self.due_time((k + len(batch)) * samples_per_frame)
+    def _send_due_frames(self, k: int, samples_per_frame: float) -> int:
+        """Send frame k and any later frames already due; returns the count sent."""
+        conv = self._conv
+        frames = [conv.frames.pop(k)]
+        now = self._clock()
+        due = self.due_time(k * samples_per_frame)
+        while (k + len(frames)) in conv.frames:
+            next_due = self.due_time((k + len(frames)) * samples_per_frame)
             if next_due is None or next_due > now:
                 break
-            batch.append(conv.frames.pop(k + len(batch)))
+            frames.append(conv.frames.pop(k + len(frames)))
         if due is not None:
             lag = now - due
             self._metrics.frame_release_lag.observe(max(lag, 0.0))
             if lag > LATE_RELEASE_S:
-                self._metrics.frames_late.inc(len(batch))
+                self._metrics.frames_late.inc(len(frames))
         # Worthless once its audio has been heard (about a jitter buffer after it left).
         expires_at = None if due is None else due + FRAME_EXPIRY_S
-        self._publisher.send(
-            AnimationFrames(conv.id, conv.next_seq(), k, tuple(batch), now_us()),
-            expires_at=expires_at,
-        )
-        conv.frames_sent += len(batch)
-        self._metrics.frames_sent.inc(len(batch))
-        return len(batch)
+        # Split as the protocol says: every message fits one packet (PROTOCOL.md).
+        messages = batch_frames(conv.id, conv.seq, k, frames, sent_at_us=now_us())
+        conv.advance_seq(len(messages))
+        for msg in messages:
+            self._publisher.send(msg, expires_at=expires_at)
+        conv.frames_sent += len(frames)
+        self._metrics.frames_sent.inc(len(frames))
+        return len(frames)
 
     async def _wait_anchor(self) -> None:
-        """Frames are timed by the audio: wait until the first chunk has been captured."""
+        """Frames are timed by the audio: wait until the first chunk has been written."""
         while self._anchor is None:
             self._anchor_changed.clear()
             await self._anchor_changed.wait()
 
 
-async def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
+async def _sleep_until(clock: Clock, deadline: float) -> None:
+    delay = deadline - clock()
     if delay > 0:
         await asyncio.sleep(delay)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from livekit import rtc
 
 from ..protocol import Message, Packetizer
+from .interfaces import Clock, Publisher, loop_clock
 from .log import ctx, logger
 from .metrics import RelayMetrics
 
@@ -29,11 +30,14 @@ class _Outgoing:
     expires_at: float | None
 
 
-class MessagePublisher:
+class MessagePublisher(Publisher):
     """Encodes messages to packets (fragmenting when needed) and publishes them reliably."""
 
-    def __init__(self, *, room: rtc.Room, topic: str, metrics: RelayMetrics) -> None:
+    def __init__(
+        self, *, room: rtc.Room, topic: str, metrics: RelayMetrics, clock: Clock = loop_clock
+    ) -> None:
         self._room = room
+        self._clock = clock
         self._topic = topic
         self._metrics = metrics
         # A random first fragment id: receivers never splice fragments across relay restarts.
@@ -50,7 +54,7 @@ class MessagePublisher:
     ) -> None:
         """Queue a message for sending now (to everyone, or to ``to``); never blocks.
 
-        A message still queued at monotonic time ``expires_at`` is dropped (counted): when the
+        A message still queued at clock time ``expires_at`` is dropped (counted): when the
         data channel backs up, animation whose audio has already played is worthless, and
         dropping it keeps the queue, and the delay of everything behind it, bounded.
         """
@@ -62,7 +66,7 @@ class MessagePublisher:
             item = await self._queue.get()
             if item is None:
                 return
-            if item.expires_at is not None and time.monotonic() > item.expires_at:
+            if item.expires_at is not None and self._clock() > item.expires_at:
                 self._metrics.packets_expired.inc(len(item.packets))
                 continue
             destinations = item.destinations

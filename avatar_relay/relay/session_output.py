@@ -25,13 +25,14 @@ from ..settings import Settings, load_settings, make_settings
 from .control import MotionFactory, RelayControl
 from .handle import ConversationHandle
 from .log import ctx, logger
-from .room_relay import RelayBusyError, RelayClosedError, RoomRelay
+from .player import ConversationPlayer, RelayBusyError, RelayClosedError
+from .room_relay import RoomRelay
 
 
 class AvatarAudioOutput(AudioOutput):
     """Turns the session's audio segments into relay conversations."""
 
-    def __init__(self, relay: RoomRelay) -> None:
+    def __init__(self, relay: RoomRelay | ConversationPlayer) -> None:
         super().__init__(
             label="AvatarRelay",
             capabilities=AudioOutputCapabilities(pause=False),
@@ -39,18 +40,25 @@ class AvatarAudioOutput(AudioOutput):
         )
         self._relay = relay
         self._handle: ConversationHandle | None = None
+        self._dropping = False
+        """The current segment was refused (relay busy or closed); its frames are dropped."""
         self._open: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         relay.on("playback_started", self._on_relay_started)
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        if self._dropping:
+            return  # the rest of a refused segment: never start it mid-sentence
         if self._handle is None:
             try:
                 handle = await self._relay.open_conversation()
             except (RelayBusyError, RelayClosedError) as exc:
                 # Counting a segment we cannot play would leave wait_for_playout() hanging.
+                # The whole segment is dropped, logged once, until flush() or clear_buffer().
+                self._dropping = True
                 logger.warning(
-                    "agent audio dropped", extra=ctx(self._relay.room_name, error=str(exc))
+                    "agent audio segment dropped",
+                    extra=ctx(self._relay.room_name, error=str(exc)),
                 )
                 return
             self._handle = handle
@@ -65,12 +73,14 @@ class AvatarAudioOutput(AudioOutput):
 
     def flush(self) -> None:
         super().flush()
+        self._dropping = False
         if self._handle is not None:
             self._handle.end()
             self._handle = None
 
     def clear_buffer(self) -> None:
         """Interrupt: stop what plays and drop what is queued for this session."""
+        self._dropping = False
         if self._handle is not None:
             self._handle.end()
             self._handle = None

@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 FPS = 25
 """Animation frame rate of the Spatius service."""
 
-ANIMATION_FIELD = 15
-"""Field of ServerResponseAnimation that carries this server's frame bytes.
+ANIMATION_FIELD = 4
+"""Field of ServerResponseAnimation that carries the animation bytes (``animation``, bytes).
 
-The SDK's descriptor declares only fields 1-3 (connection_id, req_id, end); anything else the
-service sends is an unknown field the SDK hands over untouched.
+The vendor's descriptor (``spatialreal`` 0.2.2, ``proto/generated/message_pb2.py``) declares
+1 connection_id, 2 req_id, 3 end, 4 animation, 5 avatar_id. The ``spatius`` 1.1.1 SDK's
+descriptor declares only 1-3, so to it 4 and 5 are unknown fields it hands over untouched.
+tests/test_spatius_server.py checks these numbers against the installed SDK's descriptor.
 """
+
+AVATAR_ID_FIELD = 5
+"""Field of ServerResponseAnimation naming the avatar (``avatar_id``, string)."""
 
 _FRAME = struct.Struct("<IHH")
 """frame index, RMS level (0..65535), zero crossings in the window."""
@@ -95,7 +100,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def frame_bytes(animation: bytes) -> bytes | None:
-    """This server's frame inside a serialized ServerResponseAnimation (field 15), or None."""
+    """The animation bytes of a serialized ServerResponseAnimation (field 4); None if absent."""
     pos = 0
     while pos < len(animation):
         key, pos = _read_varint(animation, pos)

@@ -27,7 +27,7 @@ from spatius.proto.generated import message_pb2 as _message_pb2
 
 from avatar_relay.motion.base import MotionFrame, MotionSource, MotionStream
 
-from .animation import ANIMATION_FIELD, FrameCutter
+from .animation import ANIMATION_FIELD, AVATAR_ID_FIELD, FrameCutter, frame_bytes
 
 logger = logging.getLogger("avatar_relay.tests.spatius_server")
 
@@ -38,7 +38,10 @@ CONSOLE_PATH = "/v1/console"
 INGRESS_PATH = "/v2/driveningress"
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 HANDSHAKE_TIMEOUT_S = 10.0
+MAX_TOKEN_LIFETIME_S = 24 * 3600
+"""A session token's expireAt must lie in (now, now + 24 h)."""
 
+CLOSE_NORMAL = 1000
 CLOSE_CREDITS_EXHAUSTED = 4001
 CLOSE_SESSION_TIMEOUT = 4002
 CLOSE_CONCURRENCY_LIMIT = 4003
@@ -104,8 +107,14 @@ class ServerRecord:
     """req_ids whose final audio chunk (end=True) arrived."""
     interrupts: list[str] = field(default_factory=list)
     sent: dict[str, list[bytes]] = field(default_factory=dict)
-    """req_id -> serialized animation envelopes, exactly as written to the socket."""
+    """req_id -> serialized envelopes carrying animation (frames), exactly as written."""
+    end_markers: dict[str, int] = field(default_factory=dict)
+    """req_id -> end messages without animation written (one per finished request)."""
     errors_sent: list[tuple[str, int, str]] = field(default_factory=list)
+    idle_closes: int = 0
+    """Sessions closed for receiving no audio within the idle timeout."""
+    rejected_upgrades: list[int] = field(default_factory=list)
+    """HTTP statuses of websocket upgrades refused before the handshake."""
 
 
 @dataclass
@@ -145,7 +154,20 @@ class _Connection:
             self._write_loop(), name=f"spatius-server-writer-{self._record.connection_id}"
         )
         try:
-            async for msg in self._ws:
+            while True:
+                idle = self._server.idle_timeout_s
+                try:
+                    msg = await self._ws.receive(timeout=idle)
+                except TimeoutError:
+                    # The vendor's SDK reports this as idleTimeout ("no audio input for ...").
+                    await self._send_error("", CLOSE_NORMAL, f"no audio input for {idle:g}s")
+                    self._server.record.idle_closes += 1
+                    await self.close(CLOSE_NORMAL, "idle timeout")
+                    return
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
+                if msg.type == WSMsgType.ERROR:
+                    break
                 if msg.type != WSMsgType.BINARY:
                     await self._send_error("", 3, "expected binary protobuf message")
                     continue
@@ -246,9 +268,12 @@ class _Connection:
             if audio_in.end:
                 record.ended.append(req.req_id)
                 frames.extend(req.cutter.finish())
-            for i, frame in enumerate(frames):
-                last = audio_in.end and i == len(frames) - 1
-                self._outbox.put_nowait((req, self._animation(req.req_id, frame, last), last))
+            for frame in frames:
+                self._outbox.put_nowait((req, self._animation(req.req_id, frame, False), False))
+            if audio_in.end:
+                # As the service does: the end marker is a message of its own that carries no
+                # animation (empty animation means "none", not a frame).
+                self._outbox.put_nowait((req, self._animation(req.req_id, b"", True), True))
             if audio_in.end and self._server.faults.trailing_after_end:
                 for last in (False, True):
                     extra = self._animation(req.req_id, frames[-1], last)
@@ -266,24 +291,26 @@ class _Connection:
         self._server.touch()
 
     async def _pump(self, req: _Request) -> None:
-        """Embedded frames to animation messages, holding one back to flag the last."""
+        """Embedded frames to animation messages, then the end marker (no animation)."""
         assert req.motion is not None
-        held: bytes | None = None
         async for item in req.motion:
             if isinstance(item, MotionFrame):
-                if held is not None:
-                    self._outbox.put_nowait((req, self._animation(req.req_id, held, False), False))
-                held = item.payload
+                self._outbox.put_nowait(
+                    (req, self._animation(req.req_id, item.payload, False), False)
+                )
             else:
-                last = self._animation(req.req_id, held or b"", True)
-                self._outbox.put_nowait((req, last, True))
+                self._outbox.put_nowait((req, self._animation(req.req_id, b"", True), True))
 
     def _animation(self, req_id: str, frame: bytes, last: bool) -> bytes:
         body = pb.ServerResponseAnimation(
             connection_id=self._record.connection_id, req_id=req_id, end=last
         ).SerializeToString()
-        # The frame rides in a field the SDK does not declare (see animation.ANIMATION_FIELD).
-        body += _varint(ANIMATION_FIELD << 3 | 2) + _varint(len(frame)) + frame
+        # Fields the spatius SDK does not declare (see animation.ANIMATION_FIELD); proto3
+        # leaves empty bytes out, as the service's own encoder does.
+        if frame:
+            body += _varint(ANIMATION_FIELD << 3 | 2) + _varint(len(frame)) + frame
+        avatar = self._record.avatar_id.encode()
+        body += _varint(AVATAR_ID_FIELD << 3 | 2) + _varint(len(avatar)) + avatar
         envelope = pb.Message(type=pb.MESSAGE_SERVER_RESPONSE_ANIMATION)
         envelope.server_response_animation.MergeFromString(body)
         data: bytes = envelope.SerializeToString()
@@ -308,8 +335,18 @@ class _Connection:
                 continue
             await self._ws.send_bytes(data)
             req.frames_sent += 1
-            self._server.record.sent[req.req_id].append(data)
+            record = self._server.record
+            if _last and not self._carries_animation(data):
+                record.end_markers[req.req_id] = record.end_markers.get(req.req_id, 0) + 1
+            else:
+                record.sent[req.req_id].append(data)
             self._server.touch()
+
+    @staticmethod
+    def _carries_animation(data: bytes) -> bool:
+        envelope = pb.Message()
+        envelope.ParseFromString(data)
+        return bool(frame_bytes(envelope.server_response_animation.SerializeToString()))
 
     async def _apply(self, fault: MidStreamFault, req: _Request) -> None:
         if fault.kind == "error":
@@ -374,6 +411,7 @@ class LocalSpatiusServer:
         host: str = "127.0.0.1",
         port: int = 0,
         generator: Literal["energy", "embedded"] = "energy",
+        idle_timeout_s: float | None = 60.0,
     ) -> None:
         """``generator="embedded"`` animates with avatar_relay.motion.embedded (arkit-u8 frames)."""
         if host not in _LOOPBACK:
@@ -381,6 +419,8 @@ class LocalSpatiusServer:
         self.api_key = api_key
         self.app_id = app_id
         self.avatar_id = avatar_id
+        self.idle_timeout_s = idle_timeout_s
+        """The service closes a session that received no audio for this long (``idleTimeout``)."""
         self.faults = Faults()
         self.record = ServerRecord()
         self._host = host
@@ -481,6 +521,9 @@ class LocalSpatiusServer:
             return _json_error(401, "Unauthorized", "invalid api key")
         if not isinstance(body, dict) or not isinstance(body.get("expireAt"), int):
             return _json_error(400, "Bad Request", "expireAt (unix seconds) is required")
+        now = time.time()
+        if not now < body["expireAt"] < now + MAX_TOKEN_LIFETIME_S:
+            return _json_error(400, "Bad Request", "expireAt must be in (now, now + 24 h)")
         token = f"local-session-{next(self._token_ids)}"
         self._tokens.add(token)
         return web.json_response({"sessionToken": token})
@@ -493,6 +536,19 @@ class LocalSpatiusServer:
             connection_id=f"local-conn-{next(self._connection_ids)}",
         )
         self.record.connections.append(record)
+        # Refused at the upgrade, before any handshake, as the service does.
+        status = 0
+        if not record.avatar_id or not record.app_id or not record.session_key:
+            status = 400
+        elif record.session_key not in self._tokens or record.app_id != self.app_id:
+            status = 401
+        elif record.avatar_id != self.avatar_id:
+            status = 404
+        if status:
+            self.record.rejected_upgrades.append(status)
+            self.touch()
+            title = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}[status]
+            return _json_error(status, title, "websocket upgrade refused")
         ws = web.WebSocketResponse(timeout=2.0, max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         conn = _Connection(self, ws, request, record)

@@ -30,7 +30,9 @@ const debug = {
 window.avatarRelayDebug = debug;
 
 const room = new Room({ adaptiveStream: false, dynacast: false });
-const avatar = new AvatarPlayer(room, { canvas: $('face') });
+// ?audio=data plays audio sent as data also when the relay sends it both ways.
+const audioSource = new URLSearchParams(location.search).get('audio') ?? 'auto';
+const avatar = new AvatarPlayer(room, { canvas: $('face'), audioSource });
 const overlay = new Overlay($('overlay'));
 const syncMeter = new SyncMeter();
 
@@ -54,6 +56,7 @@ avatar.on('sample', (state) => {
   debug.lastInterrupted = avatar.receiver.lastInterrupted;
   debug.interrupts = avatar.receiver.interrupts;
   debug.foreignPackets = avatar.stats.foreignPackets;
+  debug.dataAudio = avatar.dataAudio ? { ...avatar.dataAudio.stats, conversationId: avatar.dataAudio.conversationId } : null;
   debug.sync = syncMeter.summary();
   overlay.update(state, avatar.receiver, debug.sync ? debug.sync.last : undefined);
 });

@@ -11,6 +11,7 @@
 
 import { RoomEvent, Track } from 'livekit-client';
 
+import { DataAudioPlayer } from './audio/data_player.js';
 import { TrackPlayer } from './audio/player.js';
 import { Presenter } from './presenter.js';
 import {
@@ -34,6 +35,7 @@ const EVENTS = new Set([
  */
 export const HEARTBEAT_TIMEOUT_MS = 1000;
 const NO_RENDERER = Object.freeze({ draw() {} });
+const AUDIO_SOURCES = new Set(['auto', 'track', 'data']);
 
 export class AvatarPlayer {
   /**
@@ -43,8 +45,10 @@ export class AvatarPlayer {
    */
   constructor(room, {
     canvas = null, renderer = null, audioContext = null, maxBufferedFrames = 2048, workletUrl = null,
+    audioSource = 'auto', dataAudioLeadMs = undefined,
   } = {}) {
     if (!room || typeof room.on !== 'function') throw new TypeError('AvatarPlayer needs a livekit-client Room');
+    if (!AUDIO_SOURCES.has(audioSource)) throw new RangeError(`audioSource must be one of ${[...AUDIO_SOURCES]}`);
     if (renderer !== null && typeof renderer.draw !== 'function') {
       throw new TypeError('renderer must have a draw(weights) method');
     }
@@ -54,8 +58,17 @@ export class AvatarPlayer {
     this.audioContext = audioContext;
     this.ownsAudioContext = audioContext === null;
     this.workletUrl = workletUrl;
+    /**
+     * Where a conversation's audio is played from: 'auto' (the data when it comes only as
+     * data, else the track), 'track', or 'data' (the data whenever it is sent as data).
+     */
+    this.audioSource = audioSource;
+    this.dataAudioLeadMs = dataAudioLeadMs;
     /** The TrackPlayer playing the avatar's audio; set by start(). */
     this.audio = null;
+    /** The DataAudioPlayer playing audio sent as data; set by start(). */
+    this.dataAudio = null;
+    this.receiver.positionSource = (id, nowMs) => (this.dataAudio ? this.dataAudio.positionS(id, nowMs) : undefined);
     this.presenter = null;
     /** Identity of the relay whose audio track plays, or null. */
     this.relayIdentity = null;
@@ -124,6 +137,7 @@ export class AvatarPlayer {
         this.emit('onset', at);
       });
       this.audio = audio;
+      this.dataAudio = new DataAudioPlayer(this.audioContext, audio.input, { leadMs: this.dataAudioLeadMs });
       this.presenter = new Presenter({
         receiver: this.receiver, renderer: this.renderer ?? NO_RENDERER, player: audio,
         onSample: (state) => this.emit('sample', state),
@@ -150,8 +164,10 @@ export class AvatarPlayer {
     if (ready !== null) await ready.catch(() => {});
     if (this.presenter) this.presenter.stop();
     if (this.audio) this.audio.detach();
+    if (this.dataAudio) this.dataAudio.stop();
     this.presenter = null;
     this.audio = null;
+    this.dataAudio = null;
     this.relayIdentity = null;
     this.reassemblers.clear();
     if (this.ownsAudioContext && this.audioContext !== null) {
@@ -207,7 +223,37 @@ export class AvatarPlayer {
     if (msg === null) return;
     this.stats.messages += 1;
     this.receiver.handle(msg, arrival);
+    this.playDataAudio(msg);
     this.emit('message', msg, arrival, participant);
+  }
+
+  /** Audio sent as data: played by the DataAudioPlayer when this conversation's source. */
+  playDataAudio(msg) {
+    const data = this.dataAudio;
+    if (data === null) return;
+    switch (msg.type) {
+      case 'start': {
+        if (msg.conversationId !== this.receiver.conversationId) break; // not accepted
+        const fromData = msg.audioTransport === 'data'
+          || (msg.audioTransport === 'both' && this.audioSource === 'data');
+        if (fromData && this.audioSource !== 'track') {
+          data.begin(msg.conversationId, msg.sampleRate);
+          this.audio.setTrackMuted(true);
+        } else {
+          data.stop();
+          this.audio.setTrackMuted(false);
+        }
+        break;
+      }
+      case 'audio':
+        if (msg.conversationId === data.conversationId) data.push(msg.conversationId, msg.firstSample, msg.pcm);
+        break;
+      case 'interrupt':
+        data.stop(msg.conversationId);
+        break;
+      default:
+        break;
+    }
   }
 
   onTrack(track, publication, participant) {

@@ -8,9 +8,13 @@
 // since the conversation's first sample), which the presenter derives from the audio clock.
 
 export class HostModeController {
-  constructor({ maxBufferedFrames = 2048 } = {}) {
+  constructor({ maxBufferedFrames = 2048, sampleRate = 16000, fps = 25 } = {}) {
     if (!(maxBufferedFrames >= 1)) throw new RangeError('maxBufferedFrames must be positive');
+    if (!(sampleRate > 0) || !(fps > 0)) throw new RangeError('sampleRate and fps must be positive');
     this.maxBufferedFrames = maxBufferedFrames;
+    this.sampleRate = sampleRate;
+    this.fps = fps;
+    this.nextId = 1;
     this.conversation = null;
     this.state = 'idle';
     this.listeners = new Set();
@@ -35,19 +39,41 @@ export class HostModeController {
     if (!(fps > 0)) throw new RangeError('fps must be positive');
     this.conversation = {
       id, fps, codec, channels, frames: new Map(), audioOnly: false, ended: false,
-      durationS: null, lastFrame: null, lateMarked: -1, presentedUpTo: -1,
+      durationS: null, lastFrame: null, lateMarked: -1, presentedUpTo: -1, nextFrame: 0,
+      audioBytes: 0,
     };
     this.setState('playing', 'playbackStart', id);
   }
 
   /**
-   * Store frames firstFrame, firstFrame+1, ... of `conversationId`. An empty or missing list
-   * switches the conversation to audio-only.
+   * The vendor's Host Mode entry for audio: PCM s16le mono at `sampleRate` of the current
+   * conversation, which is opened (with an id of our own) when none is open or the last one
+   * has ended. `end` closes it: its playback lasts as long as its audio. Returns its id.
+   * (The audio itself is not played here; a page plays it, see the data audio player.)
+   */
+  yieldAudioData(pcm, end = false) {
+    const bytes = pcm ? pcm.length : 0;
+    if (bytes % 2) throw new RangeError('audio must be whole s16le samples (even byte count)');
+    let conv = this.conversation;
+    if (conv === null || conv.ended) {
+      this.startConversation(`hm-${this.nextId++}`, { fps: this.fps, codec: 'opaque' });
+      conv = this.conversation;
+    }
+    conv.audioBytes += bytes;
+    if (end) this.endConversation(conv.id, conv.audioBytes / 2 / this.sampleRate);
+    return conv.id;
+  }
+
+  /**
+   * Store frames firstFrame, firstFrame+1, ... of `conversationId` (without `firstFrame`, the
+   * vendor's form: right after the frames already given). An empty or missing list switches
+   * the conversation to audio-only.
    */
   yieldFramesData(frames, conversationId, firstFrame) {
     const conv = this.conversation;
     const count = frames ? frames.length : 0;
-    if (conv === null || conv.id !== conversationId) {
+    if (conv === null || conv.id !== conversationId || conv.ended) {
+      // Another conversation's, or after the end (the vendor SDKs drop late motion too).
       this.stats.framesDropped += count;
       return;
     }
@@ -55,6 +81,8 @@ export class HostModeController {
       this.setAudioOnly(conversationId);
       return;
     }
+    if (firstFrame === undefined) firstFrame = conv.nextFrame;
+    conv.nextFrame = Math.max(conv.nextFrame, firstFrame + count);
     if (conv.audioOnly) {
       this.stats.framesIgnored += count;
       return;

@@ -181,8 +181,12 @@ export interface HostModeFrame {
  * The Host Mode contract: frames are accepted only for the current conversation id, an empty
  * frame list switches to audio-only, interrupt() discards everything buffered.
  */
-export class HostModeController {
-  constructor(options?: { maxBufferedFrames?: number });
+export class HostModeController implements HostModeControllerLike {
+  /**
+   * `sampleRate` and `fps`: of the audio given to yieldAudioData and of the frames of the
+   * conversations it opens (defaults 16000 and 25, the vendor's).
+   */
+  constructor(options?: { maxBufferedFrames?: number; sampleRate?: number; fps?: number });
   readonly state: HostModeState;
   readonly stats: HostModeStats;
   /** Subscribe to state changes; returns the function that unsubscribes. */
@@ -195,14 +199,99 @@ export class HostModeController {
   yieldFramesData(
     frames: readonly Uint8Array[] | null | undefined,
     conversationId: string,
-    firstFrame: number,
+    firstFrame?: number,
   ): void;
+  /**
+   * The vendor's audio entry: PCM s16le mono of the current conversation (one is opened, with
+   * an id of its own, when none is open or the last has ended); `end` closes it. Returns its id.
+   */
+  yieldAudioData(pcm: Uint8Array, end?: boolean): string;
   setAudioOnly(conversationId: string): void;
   endConversation(conversationId: string, durationS: number): void;
   /** Stop playback and discard what is buffered; returns the stopped id, or null. */
   interrupt(reason?: string): string | null;
   /** The frame for media position `positionS` (s) of the current conversation, or null. */
   frameAt(positionS: number): HostModeFrame | null;
+}
+
+/**
+ * What HostModeBridge drives: the Host Mode API of a vendor client SDK (Spatius AvatarKit's
+ * avatar controller, say) or HostModeController.
+ */
+export interface HostModeControllerLike {
+  /** PCM s16le mono at the controller's sample rate; returns the conversation's id. */
+  yieldAudioData(pcm: Uint8Array, end: boolean): string | number;
+  /** Opaque animation frames of that conversation, unchanged; [] = audio-only. */
+  yieldFramesData(frames: Uint8Array[], conversationId: string | number): unknown;
+  interrupt(): unknown;
+  getCurrentConversationId(): string | number | null | undefined;
+}
+
+export type HostModeBridgeOutcome = 'completed' | 'interrupted' | 'failed';
+export type HostModeBridgeSkipReason = 'late' | 'trackOnly' | 'sampleRate';
+
+export interface HostModeBridgeEvents {
+  /** A conversation the controller was given is over. */
+  conversation: (event: {
+    readonly id: string;
+    readonly controllerId: string | number | null;
+    readonly outcome: HostModeBridgeOutcome;
+  }) => void;
+  /** A conversation is not given to the controller (joined late, audio not sent as data, ...). */
+  skipped: (event: { readonly id: string; readonly reason: HostModeBridgeSkipReason; readonly message: string }) => void;
+  /** The controller threw; the bridge carries on with the next conversation. */
+  error: (error: unknown, method: string) => void;
+}
+
+export interface HostModeBridgeStats {
+  readonly messages: number;
+  readonly protocolErrors: number;
+  readonly foreignPackets: number;
+  readonly conversations: number;
+  readonly completed: number;
+  readonly interrupted: number;
+  readonly audioOnly: number;
+  readonly skippedLate: number;
+  readonly skippedTrackOnly: number;
+  readonly skippedSampleRate: number;
+  readonly audioChunks: number;
+  readonly audioBytes: number;
+  readonly gapSamples: number;
+  readonly duplicateAudio: number;
+  readonly framesPassed: number;
+  readonly framesHeld: number;
+  readonly framesDropped: number;
+  readonly staleMessages: number;
+  readonly controllerErrors: number;
+}
+
+/**
+ * Drives a Host Mode controller from the relay of a LiveKit room (audio sent as data):
+ * `audio` PCM to yieldAudioData, frames unchanged to yieldFramesData with the id that
+ * yieldAudioData returned, `end` after the last frame, interrupt to interrupt(), audio-only
+ * as empty frames. Late joiners start at the next conversation; a throwing controller is
+ * isolated (logged, counted, reported by 'error').
+ */
+export class HostModeBridge {
+  constructor(
+    room: Room,
+    controller: HostModeControllerLike,
+    options?: { sampleRate?: number | null; logger?: Pick<Console, 'warn' | 'error'> },
+  );
+  readonly room: Room;
+  readonly controller: HostModeControllerLike;
+  /** The relay's id of the conversation being fed, or null. */
+  readonly conversationId: string | null;
+  /** The controller's id of it, or null before its first audio. */
+  readonly controllerConversationId: string | number | null;
+  readonly stats: HostModeBridgeStats;
+  on<E extends keyof HostModeBridgeEvents>(event: E, listener: HostModeBridgeEvents[E]): () => boolean;
+  /** Start following the room's relay (best before room.connect()). */
+  start(): void;
+  /** Stop following the room; a conversation still playing is interrupted. */
+  close(): void;
+  /** Feed one decoded message of relay `relayIdentity` (for a transport of your own). */
+  handle(message: AvatarMessage, relayIdentity?: string): void;
 }
 
 // -- receiving and playing ---------------------------------------------------------------------
@@ -245,6 +334,8 @@ export class TrackPlayer {
   loadWorklet(): Promise<boolean>;
   attach(track: RemoteAudioTrack): Promise<void>;
   detach(): void;
+  /** Silence the track (its conversation plays from data instead), or not. */
+  setTrackMuted(muted: boolean): void;
   /** RMS (0..1) of what is playing now. */
   energy(): number;
   /** What WebAudio adds between the graph and the speaker (ms). */
@@ -314,6 +405,14 @@ export interface AvatarPlayerOptions {
   audioContext?: AudioContext | null;
   /** Frames buffered per conversation at most (default 2048). */
   maxBufferedFrames?: number;
+  /**
+   * Where a conversation's audio plays from: 'auto' (default: from the `audio` messages when
+   * the relay sends it only as data, `audio.transport` = "data"; else the track), 'track', or
+   * 'data' (from the messages whenever they are sent, so also for "both").
+   */
+  audioSource?: 'auto' | 'track' | 'data';
+  /** How far behind the first chunk's arrival audio sent as data starts (ms, default 150). */
+  dataAudioLeadMs?: number;
 }
 
 /** Plays the avatar of a LiveKit room: its audio track, and its face in sync with it. */
@@ -326,6 +425,21 @@ export class AvatarPlayer {
   readonly audioContext: AudioContext | null;
   /** The audio player, once started. */
   readonly audio: TrackPlayer | null;
+  readonly audioSource: 'auto' | 'track' | 'data';
+  /** Counters of the audio played from data, once started. */
+  readonly dataAudio: {
+    readonly conversationId: string | null;
+    readonly stats: {
+      readonly conversations: number;
+      readonly chunks: number;
+      readonly samples: number;
+      /** Chunks that came after their time (the audio resumed after a gap). */
+      readonly late: number;
+      readonly gaps: number;
+      readonly duplicates: number;
+      readonly stale: number;
+    };
+  } | null;
   /** Identity of the relay whose audio plays, or null. */
   readonly relayIdentity: string | null;
   readonly conversationId: string | null;

@@ -4,6 +4,7 @@
 export { AvatarPlayer } from './avatar_player.js';
 export { AvatarReceiver } from './receiver.js';
 export { HostModeController } from './host_mode.js';
+export { HostModeBridge } from './host_mode_bridge.js';
 export { FaceRenderer } from './render/face.js';
 export { TrackPlayer } from './audio/player.js';
 export { recordMicrophoneWav } from './audio/recorder.js';

@@ -21,6 +21,11 @@ export class AvatarReceiver {
     this.interrupts = 0;
     this.lastReason = null;
     this.counts = { messages: 0, ignoredAudioData: 0, staleMessages: 0 };
+    /**
+     * (conversationId, nowMs) => media position (s) heard at nowMs, null when not yet known,
+     * undefined when that conversation's audio is not played from data (AvatarPlayer sets it).
+     */
+    this.positionSource = null;
     this.controller.onStateChanged((ev) => {
       if (ev.state === 'interrupted') this.lastInterrupted = ev.conversationId;
       this.lastReason = ev.reason;
@@ -89,8 +94,7 @@ export class AvatarReceiver {
         }
         break;
       case 'audio':
-        // Audio as data (transport "data"/"both") is not played by the web client: it plays
-        // the track. Counted so a misconfiguration is visible.
+        // Audio as data is played by AvatarPlayer's data audio player, not here. Counted.
         this.counts.ignoredAudioData += 1;
         break;
       case 'idle':
@@ -140,7 +144,9 @@ export class AvatarReceiver {
     const id = this.conversationId;
     if (id !== null && this.clock !== null) {
       const conv = this.controller.conversation;
-      const positionS = this.clock.positionS(nowMs, playoutDelayMs);
+      // Audio played from data knows its own position; track audio is placed by the clock.
+      const played = this.positionSource ? this.positionSource(id, nowMs) : undefined;
+      const positionS = played !== undefined ? played : this.clock.positionS(nowMs, playoutDelayMs);
       const mode = conv.audioOnly ? 'audio-only' : 'animated';
       if (positionS !== null) {
         const frame = this.controller.frameAt(positionS);

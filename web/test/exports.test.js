@@ -20,7 +20,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
 
 const PUBLIC_CLASSES = [
-  'AvatarPlayer', 'AvatarReceiver', 'FaceRenderer', 'HostModeController', 'ProtocolError',
+  'AvatarPlayer', 'AvatarReceiver', 'FaceRenderer', 'HostModeBridge', 'HostModeController', 'ProtocolError',
   'Reassembler', 'TrackPlayer', 'UnsupportedVersionError',
 ];
 const PUBLIC_FUNCTIONS = ['decodeArkitFrame', 'decodeMessage', 'encodeWavPcm16', 'recordMicrophoneWav'];

@@ -14,6 +14,12 @@ export class TrackPlayer {
     this.analyser.fftSize = 1024;
     this.analyser.connect(audioContext.destination);
     this.buffer = new Float32Array(this.analyser.fftSize);
+    // Everything heard goes through `input` (the track, and audio sent as data): onset
+    // detector (once loaded), analyser, speaker.
+    this.input = audioContext.createGain();
+    this.input.connect(this.analyser);
+    this.trackGain = audioContext.createGain();
+    this.trackGain.connect(this.input);
     this.source = null;
     this.detector = null;
     this.element = null;
@@ -28,6 +34,13 @@ export class TrackPlayer {
       this.workletReady = (async () => {
         try {
           await loadWorklets(this.ctx, this.workletUrl);
+          this.detector = new AudioWorkletNode(this.ctx, 'onset-detector', {
+            processorOptions: { threshold: 0.05, minGapS: 0.05 },
+          });
+          this.detector.port.onmessage = (ev) => this.onWorkletMessage(ev.data);
+          this.input.disconnect();
+          this.input.connect(this.detector);
+          this.detector.connect(this.analyser);
           return true;
         } catch (err) {
           console.warn('avatar-relay: audio worklet unavailable', err);
@@ -48,27 +61,22 @@ export class TrackPlayer {
     this.element = element;
     this.track = track;
     this.source = this.ctx.createMediaStreamSource(new MediaStream([track.mediaStreamTrack]));
-    if (await this.loadWorklet()) {
-      this.detector = new AudioWorkletNode(this.ctx, 'onset-detector', {
-        processorOptions: { threshold: 0.05, minGapS: 0.05 },
-      });
-      this.detector.port.onmessage = (ev) => this.onWorkletMessage(ev.data);
-      this.source.connect(this.detector);
-      this.detector.connect(this.analyser);
-    } else {
-      this.source.connect(this.analyser);
-    }
+    await this.loadWorklet();
+    this.source.connect(this.trackGain);
+  }
+
+  /** Silence the track (its conversation's audio plays from data instead), or not. */
+  setTrackMuted(muted) {
+    this.trackGain.gain.value = muted ? 0 : 1;
   }
 
   detach() {
     if (this.source) this.source.disconnect();
-    if (this.detector) this.detector.disconnect();
     if (this.element && this.track) {
       this.track.detach(this.element);
       this.element.remove();
     }
     this.source = null;
-    this.detector = null;
     this.element = null;
     this.track = null;
   }

@@ -7,7 +7,9 @@ import {
   AvatarPlayer,
   AvatarReceiver,
   FaceRenderer,
+  HostModeBridge,
   HostModeController,
+  type HostModeControllerLike,
   ProtocolError,
   RPC_SPEAK_TEXT,
   Reassembler,
@@ -65,6 +67,26 @@ export function hostMode(): string | null {
   const frame = host.frameAt(0);
   if (frame !== null) console.log(decodeArkitFrame(['jawOpen'], frame.payload).jawOpen);
   return host.interrupt();
+}
+
+/** The shape of a vendor SDK's controller (Spatius AvatarKit's avatarView.controller). */
+interface VendorController {
+  yieldAudioData(data: Uint8Array, isLast: boolean): string;
+  yieldFramesData(frames: Uint8Array[], conversationId: string): void;
+  interrupt(): void;
+  getCurrentConversationId(): string | null;
+}
+
+export function bridgeToVendor(room: Room, vendor: VendorController): () => void {
+  const bridge = new HostModeBridge(room, vendor, { sampleRate: 16000 });
+  bridge.on('conversation', (ev) => console.log(ev.id, ev.controllerId, ev.outcome));
+  bridge.on('error', (err, method) => console.warn(method, err));
+  bridge.start();
+  const ours: HostModeControllerLike = new HostModeController({ sampleRate: 24000 });
+  new HostModeBridge(room, ours).start();
+  // @ts-expect-error a controller needs the Host Mode methods
+  new HostModeBridge(room, { interrupt() {} });
+  return () => bridge.close();
 }
 
 void Presenter;
