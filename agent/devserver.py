@@ -423,6 +423,10 @@ class WorkerProcess:
     def line_count(self) -> int:
         return len(self._lines)
 
+    def output_since(self, mark: int) -> str:
+        """The output from line ``mark`` on (a :attr:`line_count` taken earlier)."""
+        return "\n".join(self._lines[mark:])
+
     @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid

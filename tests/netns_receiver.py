@@ -7,7 +7,8 @@
 - ``{"ev": "relay_joined" | "relay_left", "id": ...}``;
 - ``{"ev": "run", "loud", "t0", "t1", "seconds"}`` for each finished loud or quiet run of
   presented audio (see ``audio_timeline``);
-- ``{"ev": "stats", "open": run, "protocol_errors", "rss_mb", ...}`` every 0.25 s;
+- ``{"ev": "stats", "open": run, "protocol_errors", "rss_mb", "lag_s", ...}`` every 0.25 s
+  (``lag_s``: how late its event loop woke for that report, i.e. CPU starvation);
 - ``{"ev": "closed", ...}`` with the final stats, once stdin is closed (its stop signal).
 
 Times are ``time.monotonic()``, which the namespace shares with the test process.
@@ -43,9 +44,10 @@ def rss_mb() -> float:
     return 0.0
 
 
-def stats(heard: HeardAudio, room: rtc.Room) -> dict[str, Any]:
+def stats(heard: HeardAudio, room: rtc.Room, lag_s: float = 0.0) -> dict[str, Any]:
     runs = heard.timeline.runs
     return {
+        "lag_s": round(lag_s, 3),
         "open": asdict(runs[-1]) if runs else None,
         "protocol_errors": heard.protocol_errors,
         "dropped_chunks": heard.receiver.dropped_chunks,
@@ -69,9 +71,12 @@ async def main(url: str, token: str) -> None:
     heard.start()
 
     async def report() -> None:
+        lag = 0.0  # how late the previous report's wake-up was: this process was starved
         while True:
-            emit("stats", **stats(heard, room))
+            emit("stats", **stats(heard, room, lag))
+            due = time.monotonic() + STATS_INTERVAL_S
             await asyncio.sleep(STATS_INTERVAL_S)
+            lag = time.monotonic() - due
 
     report_atask = asyncio.create_task(report(), name="netns-receiver.report")
     try:
