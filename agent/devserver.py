@@ -118,7 +118,19 @@ class LocalLiveKitServer:
             return "(no log)"
         return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    async def start(self, *, timeout: float = 20.0) -> LiveKitEndpoint:
+    async def start(self, *, timeout: float = 20.0, attempts: int = 3) -> LiveKitEndpoint:
+        """Start on free ports; ports another process took between our check and the
+        server's bind (a shared machine) are replaced by fresh ones, ``attempts`` times."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._start_once(timeout)
+            except DevServerError as exc:
+                if attempt == attempts or "address already in use" not in str(exc):
+                    raise
+                logger.warning("livekit-server port taken meanwhile; new ports", exc_info=exc)
+        raise AssertionError("unreachable")
+
+    async def _start_once(self, timeout: float) -> LiveKitEndpoint:
         self._workdir = tempfile.TemporaryDirectory(prefix="avatar-relay-lk-")
         workdir = Path(self._workdir.name)
         signal_port, tcp_port = free_port(), free_port()

@@ -53,6 +53,9 @@ LONG_TEXT = (
     "so that every moment of lost audio shows up as a gap in what the listener heard."
 )
 SHORT_TEXT = "The next utterance plays complete."
+MEDIUM_TEXT = "While one link is congested, the other listener hears every word of this."
+"""Congestion lasts this utterance: the longer, the more the starved link's reliable data
+queues up, and the longer it takes to drain once the link is free."""
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,11 @@ def long_wav() -> bytes:
 @pytest.fixture(scope="module")
 def short_wav() -> bytes:
     return speech_over_tone_wav(SHORT_TEXT)
+
+
+@pytest.fixture(scope="module")
+def medium_wav() -> bytes:
+    return speech_over_tone_wav(MEDIUM_TEXT)
 
 
 @dataclass
@@ -287,7 +295,7 @@ RSS_GROWTH_BOUND_MB = 60.0
 
 @needs_netns
 async def test_congested_receiver_degrades_alone_and_recovers(
-    shared: Shared, long_wav: bytes, short_wav: bytes
+    shared: Shared, medium_wav: bytes, short_wav: bytes
 ) -> None:
     """A link far below the relay's rate starves one receiver. What must hold: the relay and
     the other (host) viewer do not notice, nothing crashes or grows without bound, and once
@@ -300,9 +308,9 @@ async def test_congested_receiver_degrades_alone_and_recovers(
         await ns.limit_rate(CONGESTED_KBIT)
         t_send = time.monotonic()
         try:
-            await send_wav(s.viewer, s.relay, long_wav)
-            async with asyncio.timeout(wav_seconds(long_wav) + 20):
-                await s.heard.wait_heard(wav_seconds(long_wav) - COMPLETE_S, since=t_send)
+            await send_wav(s.viewer, s.relay, medium_wav)
+            async with asyncio.timeout(wav_seconds(medium_wav) + 20):
+                await s.heard.wait_heard(wav_seconds(medium_wav) - COMPLETE_S, since=t_send)
                 await s.heard.wait_quiet_after(t_send)
             qdisc = await ns.qdisc_stats()
         finally:
@@ -313,7 +321,7 @@ async def test_congested_receiver_degrades_alone_and_recovers(
         job_rss, server_rss = rss_mb(s.job_pid), rss_mb(s.server.pid)
         print(
             f"tbf {CONGESTED_KBIT} kbit: congested receiver heard {congested_heard:.2f} of "
-            f"{wav_seconds(long_wav):.2f} s; RSS growth MB: receiver {rx_rss_max - rx_rss0:.1f}, "
+            f"{wav_seconds(medium_wav):.2f} s; RSS growth MB: receiver {rx_rss_max - rx_rss0:.1f}, "
             f"job {job_rss - job_rss0:.1f}, server {server_rss - server_rss0:.1f}\n{qdisc}"
         )
         assert " dropped 0," not in qdisc or " overlimits 0 " not in qdisc, "the link never limited"
