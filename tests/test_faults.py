@@ -136,6 +136,10 @@ async def stack(shared: Shared, tag: str) -> AsyncIterator[Stack]:
             relay = await watch.wait_relay()
         yield Stack(shared.server, shared.worker, viewer, heard, room, relay, pid, mark)
     finally:
+        # How much silence the relay padded in because the speech came slower than real time.
+        for line in shared.worker.output_since(mark).splitlines():
+            if "conversation ended" in line:
+                print(line[line.find("{") :])
         if heard is not None:
             await heard.aclose()
         await viewer.disconnect()
