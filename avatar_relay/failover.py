@@ -109,7 +109,7 @@ def _use_multiprocess_values_if_configured() -> None:
         return
     if getattr(prometheus_values.ValueClass, "_multiprocess", False):
         return  # the switch was on at import already
-    prometheus_values.ValueClass = prometheus_values.MultiProcessValue()
+    prometheus_values.ValueClass = prometheus_values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 class RelayHeartbeat:
