@@ -286,7 +286,11 @@ async def test_receiver_partitioned_5s_recovers_and_hears_the_next_audio(
         vt = s.heard.timeline
         assert_no_gaps(vt.gaps(since=t_send, until=t_next))
         assert_no_gaps(vt.gaps(since=t_next))
-        assert vt.heard_s(since=t_send) >= wav_seconds(long_wav) + short_s - 2 * COMPLETE_S
+        viewer_long = vt.heard_s(since=t_send) - vt.heard_s(since=t_next)
+        viewer_short = vt.heard_s(since=t_next)
+        print(f"viewer heard {viewer_long:.2f} + {viewer_short:.2f} s")
+        assert viewer_long >= wav_seconds(long_wav) - COMPLETE_S, viewer_long
+        assert viewer_short >= short_s - COMPLETE_S, viewer_short
         assert relay_identities(s.viewer) == {s.relay}
         assert "dispatching again" not in s.worker_output
         assert s.heard.protocol_errors == 0
