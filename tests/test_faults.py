@@ -6,9 +6,14 @@ the only gaps lie inside the fault window (its start to the moment audio is hear
 widened by :data:`EDGE_SLACK_S` for jitter buffers), the audio lost is at most the window,
 the audio after the fault plays complete, and no receiver counted a protocol error.
 
-Faults: livekit-server paused (SIGSTOP) 5 s; livekit-server SIGKILLed and restarted on the
-same ports; a receiver in a network namespace partitioned for 5 s (veth link down); the same
-receiver's link congested (``tbf``). Job and worker SIGKILL are in test_failover.py.
+Faults: a receiver in a network namespace partitioned for 5 s (veth link down); such a
+receiver's link starved (``tbf`` far below the relay's rate: what must hold is that nobody
+else notices, nothing crashes or grows, and the receiver takes the relay back and hears the
+next utterance once the link is free); livekit-server paused (SIGSTOP) 5 s; livekit-server
+SIGKILLed and restarted on the same ports. Job and worker SIGKILL are in test_failover.py.
+
+One server, worker and namespace serve the whole module (each test has its own room and
+receiver process); the restart, which replaces the server's process, runs last.
 """
 
 from __future__ import annotations
