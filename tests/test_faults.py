@@ -172,7 +172,12 @@ def assert_no_gaps(outside: list[Run]) -> None:
 
 
 def describe(gaps: list[Run]) -> str:
-    return ", ".join(f"{g.span:.2f}s@{g.t0:.2f}" for g in gaps) or "none"
+    """Each gap's span and start; ``(hole)``: nothing was presented (the listener's process
+    or its audio stream stalled), else quiet audio was (silence inserted or concealed)."""
+    return (
+        ", ".join(f"{g.span:.2f}s@{g.t0:.2f}{'(hole)' if g.seconds == 0 else ''}" for g in gaps)
+        or "none"
+    )
 
 
 async def assert_complete(heard: HeardAudio, wav: bytes, since: float) -> None:
