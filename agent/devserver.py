@@ -78,10 +78,19 @@ class LocalLiveKitServer:
         binary: Path | None = None,
         log_dir: Path | None = None,
         redis_address: str | None = None,
+        extra_address: str | None = None,
     ) -> None:
         """``redis_address`` (host:port) makes this one node of a multi-node deployment:
-        nodes sharing a Redis share rooms, agent workers and dispatch."""
+        nodes sharing a Redis share rooms, agent workers and dispatch.
+
+        ``extra_address`` is a local address (the host end of a veth pair into a network
+        namespace the caller created) that the server serves as well as 127.0.0.1: signal on
+        both, media on that address only (also reachable from the host), so a participant
+        inside the namespace can connect. Never pass an address of a real network."""
         self._redis_address = redis_address
+        self._extra_address = extra_address
+        self._config_path: Path | None = None
+        self._ports: tuple[int, int, int] | None = None
         self._binary = binary
         self._log_dir = log_dir
         self._proc: asyncio.subprocess.Process | None = None
@@ -109,12 +118,24 @@ class LocalLiveKitServer:
             return "(no log)"
         return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    async def start(self, *, timeout: float = 20.0) -> LiveKitEndpoint:
-        binary = self._binary or find_binary()
+    async def start(self, *, timeout: float = 20.0, attempts: int = 3) -> LiveKitEndpoint:
+        """Start on free ports; ports another process took between our check and the
+        server's bind (a shared machine) are replaced by fresh ones, ``attempts`` times."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._start_once(timeout)
+            except DevServerError as exc:
+                if attempt == attempts or "address already in use" not in str(exc):
+                    raise
+                logger.warning("livekit-server port taken meanwhile; new ports", exc_info=exc)
+        raise AssertionError("unreachable")
+
+    async def _start_once(self, timeout: float) -> LiveKitEndpoint:
         self._workdir = tempfile.TemporaryDirectory(prefix="avatar-relay-lk-")
         workdir = Path(self._workdir.name)
         signal_port, tcp_port = free_port(), free_port()
         udp_port = free_port(socket.SOCK_DGRAM)
+        self._ports = (signal_port, tcp_port, udp_port)
         config = string.Template(CONFIG_TEMPLATE.read_text()).substitute(
             SIGNAL_PORT=signal_port,
             RTC_TCP_PORT=tcp_port,
@@ -122,20 +143,14 @@ class LocalLiveKitServer:
             API_KEY=DEV_API_KEY,
             API_SECRET=DEV_API_SECRET,
         )
+        if self._extra_address is not None:
+            config = _serve_extra_address(config, self._extra_address)
         if self._redis_address is not None:
             config += f"redis:\n  address: {self._redis_address}\n"
-        config_path = workdir / "livekit-server.yaml"
-        config_path.write_text(config)
+        self._config_path = workdir / "livekit-server.yaml"
+        self._config_path.write_text(config)
         self._log_path = (self._log_dir or workdir) / f"livekit-server-{signal_port}.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = self._log_path.open("wb")
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                str(binary), "--config", str(config_path),
-                stdout=log_file, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-        finally:
-            log_file.close()
         http_url = f"http://127.0.0.1:{signal_port}"
         self._endpoint = LiveKitEndpoint(
             url=f"ws://127.0.0.1:{signal_port}",
@@ -143,14 +158,58 @@ class LocalLiveKitServer:
             api_secret=DEV_API_SECRET,
             http_url=http_url,
         )
+        await self._launch(timeout)
+        logger.info("livekit-server ready", extra={"url": self._endpoint.url})
+        return self._endpoint
+
+    def url_at(self, address: str) -> str:
+        """The signal URL on another of the server's addresses (see ``extra_address``)."""
+        return f"ws://{address}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        if self._ports is None:
+            raise DevServerError("livekit-server is not started")
+        return self._ports[0]
+
+    async def kill(self) -> None:
+        """SIGKILL the server (a crash: no goodbye to anyone) and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def restart(self, *, timeout: float = 20.0) -> None:
+        """Start the server again on the same ports and configuration (after :meth:`kill`).
+
+        The UDP and TCP media ports were just released by the dead process, so they are
+        free again; nothing else on this machine binds them meanwhile in practice."""
+        if self._proc is not None and self._proc.returncode is None:
+            raise DevServerError("livekit-server is still running; kill() it first")
+        if self._config_path is None:
+            raise DevServerError("livekit-server was never started")
+        await self._launch(timeout)
+
+    async def _launch(self, timeout: float) -> None:
+        assert self._config_path is not None and self._log_path is not None
+        assert self._endpoint is not None
+        binary = self._binary or find_binary()
+        log_file = self._log_path.open("ab")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                str(binary), "--config", str(self._config_path),
+                stdout=log_file, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            log_file.close()
+        http_url = self._endpoint.http_url
         try:
             await asyncio.wait_for(self._wait_ready(http_url), timeout)
         except (TimeoutError, DevServerError) as exc:
             tail = self.log_tail()
             await self.aclose()
             raise DevServerError(f"livekit-server did not become ready: {exc!r}\n{tail}") from exc
-        logger.info("livekit-server ready", extra={"url": self._endpoint.url})
-        return self._endpoint
 
     async def _wait_ready(self, http_url: str) -> None:
         assert self._proc is not None
@@ -186,6 +245,26 @@ class LocalLiveKitServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _serve_extra_address(config: str, address: str) -> str:
+    """The loopback config, plus signal on ``address`` and media candidates on it only.
+
+    The template pins ``node_ip`` to 127.0.0.1, which rewrites every media candidate to
+    loopback; a participant in another network namespace could not reach that. With
+    ``address`` as node IP (and the only address the media ports bind), clients on the host
+    and in the namespace all reach the same candidate."""
+    replacements = {
+        "bind_addresses:\n  - 127.0.0.1\n": f"bind_addresses:\n  - 127.0.0.1\n  - {address}\n",
+        "  node_ip: 127.0.0.1\n": (
+            f"  node_ip: {address}\n  ips:\n    includes:\n      - {address}/32\n"
+        ),
+    }
+    for old, new in replacements.items():
+        if old not in config:
+            raise DevServerError(f"config template changed; cannot find {old!r}")
+        config = config.replace(old, new)
+    return config
 
 
 class LocalRedis:
@@ -355,6 +434,10 @@ class WorkerProcess:
     @property
     def line_count(self) -> int:
         return len(self._lines)
+
+    def output_since(self, mark: int) -> str:
+        """The output from line ``mark`` on (a :attr:`line_count` taken earlier)."""
+        return "\n".join(self._lines[mark:])
 
     @property
     def pid(self) -> int | None:

@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from livekit import api, rtc
 from prometheus_client import Counter
+from prometheus_client import values as prometheus_values
 
 from .protocol.constants import ATTRIBUTE_HEARTBEAT
 
@@ -44,21 +46,70 @@ HEARTBEAT_SET_TIMEOUT_S = 2.0
 
 RedispatchReason = Literal["relay_lost", "dispatch_untaken"]
 
-_REDISPATCHES = Counter(
-    "avatar_relay_redispatches_total",
-    "Rooms dispatched again by the failover reconciler: relay_lost (its heartbeat stopped) "
-    "or dispatch_untaken (no worker took the dispatch in time).",
-    ["reason"],
-)
-_REMOVED = Counter(
-    "avatar_relay_relays_removed_total",
-    "Relay participants removed by the reconciler: stale (dead) or duplicate.",
-    ["reason"],
-)
-_TICK_ERRORS = Counter(
-    "avatar_relay_reconciler_errors_total",
-    "Reconciler passes or room checks that failed (server unreachable, room vanished ...).",
-)
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerMetrics:
+    """The reconciler's counters, created when the first reconciler starts.
+
+    Not at import: a worker's main process imports this module (and prometheus_client)
+    before livekit-agents sets ``PROMETHEUS_MULTIPROC_DIR`` and empties that directory, in
+    ``AgentServer.run()``. prometheus_client picks in-memory or file-backed values once, at
+    its own import, so counters made then stayed in the main process's memory, and the
+    worker's /metrics (which in multi-process mode reads only the directory's files) never
+    showed them. :func:`reconciler_metrics` therefore runs after the server set up the
+    directory and, in multi-process mode, gives these counters file-backed values.
+    """
+
+    redispatches: Counter
+    removed: Counter
+    errors: Counter
+
+
+_metrics: ReconcilerMetrics | None = None
+
+
+def reconciler_metrics() -> ReconcilerMetrics:
+    """The process's reconciler counters (created on first use; see :class:`ReconcilerMetrics`)."""
+    global _metrics
+    if _metrics is None:
+        _use_multiprocess_values_if_configured()
+        redispatches = Counter(
+            "avatar_relay_redispatches_total",
+            "Rooms dispatched again by the failover reconciler: relay_lost (its heartbeat "
+            "stopped) or dispatch_untaken (no worker took the dispatch in time).",
+            ["reason"],
+        )
+        removed = Counter(
+            "avatar_relay_relays_removed_total",
+            "Relay participants removed by the reconciler: stale (dead) or duplicate.",
+            ["reason"],
+        )
+        errors = Counter(
+            "avatar_relay_reconciler_errors_total",
+            "Reconciler passes or room checks that failed (server unreachable, room vanished ...).",
+        )
+        # Every series exists from the start (at 0), so a scrape shows them before any event.
+        for reason in get_args(RedispatchReason):
+            redispatches.labels(reason)
+        for reason in ("stale", "duplicate"):
+            removed.labels(reason)
+        _metrics = ReconcilerMetrics(redispatches, removed, errors)
+    return _metrics
+
+
+def _use_multiprocess_values_if_configured() -> None:
+    """Make prometheus_client's new metric values file-backed when multi-process mode is on.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` is prometheus_client's switch for that mode, but it reads
+    the switch only once, at its import; livekit-agents sets it later (at server start).
+    Metrics created before stay in memory (and are not exported in that mode); those
+    created after this call are written to the directory like the job processes' metrics.
+    """
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return
+    if getattr(prometheus_values.ValueClass, "_multiprocess", False):
+        return  # the switch was on at import already
+    prometheus_values.ValueClass = prometheus_values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 class RelayHeartbeat:
@@ -268,6 +319,7 @@ class Reconciler:
         self._lk: api.LiveKitAPI | None = None
         self._run_atask: asyncio.Task[None] | None = None
         self._last_pass_at: float | None = None
+        self._metrics = reconciler_metrics()
 
     def start(self) -> None:
         if self._run_atask is None:
@@ -296,7 +348,7 @@ class Reconciler:
                 raise
             except Exception as exc:
                 failures += 1
-                _TICK_ERRORS.inc()
+                self._metrics.errors.inc()
                 delay = min(opts.interval_s * 2**failures, opts.error_backoff_max_s)
                 logger.warning(
                     "reconciler pass failed; retrying",
@@ -327,7 +379,7 @@ class Reconciler:
             try:
                 await self._check_room(lk, name, blind=blind)
             except api.TwirpError as exc:
-                _TICK_ERRORS.inc()
+                self._metrics.errors.inc()
                 logger.warning(
                     "room check failed", extra={"room": name, "error": f"{exc.code}: {exc}"}
                 )
@@ -392,18 +444,18 @@ class Reconciler:
             logger.warning(
                 "relay heartbeat lost; removing it", extra={"room": room, "identity": identity}
             )
-            _REMOVED.labels("stale").inc()
+            self._metrics.removed.labels("stale").inc()
             await _remove(lk, room, identity)
         for identity in actions.remove_duplicates:
             logger.warning(
                 "second live relay in room; removing the newer",
                 extra={"room": room, "identity": identity},
             )
-            _REMOVED.labels("duplicate").inc()
+            self._metrics.removed.labels("duplicate").inc()
             await _remove(lk, room, identity)
         if actions.redispatch is None:
             return
-        _REDISPATCHES.labels(actions.redispatch).inc()
+        self._metrics.redispatches.labels(actions.redispatch).inc()
         logger.warning(
             "room has no live relay; dispatching again",
             extra={"room": room, "reason": actions.redispatch, "attempt": tracker.attempts},

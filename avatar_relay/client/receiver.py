@@ -34,6 +34,13 @@ logger = logging.getLogger("avatar_relay.client")
 HEARTBEAT_TIMEOUT_S = 1.0
 """A relay silent on the data topic this long is taken for dead (it sends every 200 ms)."""
 
+STALL_FRACTION = 0.2
+"""A heartbeat check that wakes this much of the timeout late means the receiver's own loop
+was stalled (a starved machine): the stall does not count as the relay's silence."""
+STALL_GRACE = 0.5
+"""After such a stall the relay has this much of the timeout more to be heard (the packets
+queued during the stall are read meanwhile)."""
+
 ReceiverEvent = Literal["conversation", "relay_joined", "relay_left"]
 """``conversation`` gets a :class:`ConversationEvent`; the relay events get the participant."""
 
@@ -375,9 +382,18 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
                 self._heard.clear()
                 await self._heard.wait()
                 continue
-            left = self._last_heard + self._heartbeat_timeout - self._clock()
+            now = self._clock()
+            left = self._last_heard + self._heartbeat_timeout - now
             if left > 0:
                 await asyncio.sleep(left)  # a deadline: woken to re-check it
+                woke = self._clock()
+                if woke - (now + left) > self._heartbeat_timeout * STALL_FRACTION:
+                    # This process was starved (its loop ran nothing for a while): packets
+                    # that came meanwhile may still wait in the queue behind us. Time we
+                    # could not look is no proof of silence; the relay gets a grace.
+                    self._last_heard = max(
+                        self._last_heard, woke - self._heartbeat_timeout * (1 - STALL_GRACE)
+                    )
                 continue
             identity = self._relay.identity
             logger.warning(

@@ -145,6 +145,7 @@ class Conversation:
         self._chunks: deque[Int16Array] = deque()
         self._input_closed = False
         self._received = 0
+        self._padded = 0
         self._first_input_at: float | None = None
         self._last_input_at = clock()
         self._changed = asyncio.Event()
@@ -261,6 +262,11 @@ class Conversation:
         return self._received
 
     @property
+    def padded_samples(self) -> int:
+        """Silence inserted because the producer was slower than real time."""
+        return self._padded
+
+    @property
     def first_input_at(self) -> float | None:
         return self._first_input_at
 
@@ -286,6 +292,7 @@ class Conversation:
         """
         if not self._input_closed and samples > 0:
             silence = np.zeros(samples, dtype=np.int16)
+            self._padded += samples
             self._append(silence)  # fed to the motion too: the face keeps time
 
     def _append(self, pcm: Int16Array) -> None:

@@ -297,7 +297,14 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
             seconds = event.played_seconds
             logger.info(
                 "conversation ended",
-                extra=ctx(self._room, conv.id, frames=conv.frames_sent, seconds=seconds),
+                extra=ctx(
+                    self._room,
+                    conv.id,
+                    frames=conv.frames_sent,
+                    seconds=seconds,
+                    # Silence inserted while the input came slower than real time.
+                    padded_s=round(conv.padded_samples / self.options.sample_rate, 3),
+                ),
             )
         elif event.new is Phase.INTERRUPTED:
             if event.old in (Phase.PLAYING, Phase.ENDING):
