@@ -302,9 +302,7 @@ async def scenario(
             while worker.output.count("relay job ended") < ended_before + n:
                 await worker.wait_for_output("relay job ended", after=worker.line_count)
     span = t1 - t0
-    return Row(
-        n, cpu_between(w0, w1) / span, cpu_between(s0, s1) / span, uss, pss, count, results
-    )
+    return Row(n, cpu_between(w0, w1) / span, cpu_between(s0, s1) / span, uss, pss, count, results)
 
 
 def print_row(row: Row, idle: float, file: Any = sys.stdout) -> None:
