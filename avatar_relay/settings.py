@@ -52,12 +52,28 @@ class AgentSettings(_Section):
     load_threshold: float = Field(default=0.7, gt=0.0)
     failover: bool = True
     max_rooms: int = Field(default=0, ge=0, le=10_000)
+    job_executor: Literal["process", "thread"] = "process"
+    idle_processes: int | None = Field(default=None, ge=0, le=64)
 
 
 class AudioSettings(_Section):
     sample_rate: int = 24000
     queue_ms: int = Field(default=100, ge=20, le=2000)
+    chunk_ms: int = Field(default=40, ge=10, le=200)
     transport: Literal["track", "data", "both"] = "track"
+
+    @field_validator("chunk_ms")
+    @classmethod
+    def _whole_webrtc_frames(cls, value: int) -> int:
+        if value % 10:
+            raise ValueError("must be a multiple of 10 ms (WebRTC's frame)")
+        return value
+
+    @model_validator(mode="after")
+    def _queue_holds_two_chunks(self) -> AudioSettings:
+        if self.queue_ms < 2 * self.chunk_ms:
+            raise ValueError(f"queue_ms must be at least 2 * chunk_ms ({2 * self.chunk_ms})")
+        return self
 
     @field_validator("sample_rate")
     @classmethod
@@ -86,9 +102,7 @@ class AuthSettings(_Section):
     dev_mode: bool = False
     allow_all: bool = False
     identities: tuple[str, ...] = ()
-    attributes: dict[str, str] = Field(
-        default_factory=lambda: {"avatar-relay.controller": "true"}
-    )
+    attributes: dict[str, str] = Field(default_factory=lambda: {"avatar-relay.controller": "true"})
     kinds: tuple[ParticipantKindName, ...] = ()
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ import tempfile
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, cli
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, cli
 
 from .failover import Reconciler, RelayHeartbeat
 from .motion import motion_source_from_settings
@@ -162,8 +162,13 @@ def build_server(settings: Settings) -> AgentServer:
     def _rooms_load(srv: AgentServer) -> float:
         return min(len(srv.active_jobs) / max_rooms, 1.0)
 
+    extra: dict[str, Any] = {}
+    if settings.agent.idle_processes is not None:
+        extra["num_idle_processes"] = settings.agent.idle_processes
     server = RelayServer(
         load_fnc=_rooms_load if max_rooms else None,
+        job_executor_type=JobExecutorType(settings.agent.job_executor),
+        **extra,
         agent_name=settings.agent.name,
         failover=settings.agent.failover,
         setup_fnc=_prewarm,
