@@ -18,6 +18,9 @@ from livekit import rtc
 from ..protocol.constants import AUDIO_TRACK_NAME
 from .interfaces import AudioSink, Clock, EmissionAnchor, Int16Array, loop_clock
 
+RAN_DRY_S = 0.01
+"""The queue ran dry when it emptied longer ago than this (one WebRTC frame)."""
+
 
 class PlayoutTimeline:
     """Which sample leaves the queue when, from the writes alone (pure bookkeeping).
@@ -43,6 +46,10 @@ class PlayoutTimeline:
     def reset_position(self) -> None:
         """The next sample written is position 0; what is still queued is negative."""
         self._next_position = 0
+
+    def ran_dry(self, now: float) -> bool:
+        """Whether the queue emptied more than one WebRTC frame (10 ms) before ``now``."""
+        return now - self._ends_at > RAN_DRY_S
 
     def anchor(self, now: float) -> EmissionAnchor:
         return EmissionAnchor(now, self._next_position - round(self.queued(now) * self._rate))
@@ -72,7 +79,15 @@ class TrackAudioOut(AudioSink):
             await asyncio.sleep(wait)
         # A view, not a copy: the SDK copies the samples while capturing.
         frame = rtc.AudioFrame(pcm.data, self.sample_rate, 1, samples)
-        self._timeline.written(self._clock(), samples)
+        now = self._clock()
+        if self._timeline.ran_dry(now):
+            # Nobody wrote for longer than the queue lasts. If only this loop was late, the
+            # SDK's queue is empty. If the whole process was stopped (SIGSTOP, a VM pause),
+            # its threads stopped too and the queue still holds what it held: that audio
+            # would leave later than the timeline says, and every frame after it early.
+            # Emptying it makes both true.
+            self._source.clear_queue()
+        self._timeline.written(now, samples)
         await self._source.capture_frame(frame)
         return self.anchor()
 

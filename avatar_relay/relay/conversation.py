@@ -202,9 +202,7 @@ class Conversation:
             self._motion_settled.set()
             self._frames_changed.set()
             self._changed.set()
-        self._on_event(
-            self, PhaseChanged(self.id, old, new, self._clock(), self._played_seconds)
-        )
+        self._on_event(self, PhaseChanged(self.id, old, new, self._clock(), self._played_seconds))
         if new in _FINAL and not self.result.done():
             interrupted = new is Phase.INTERRUPTED
             self.result.set_result(PlaybackResult(self.id, self._played_seconds, interrupted))

@@ -573,8 +573,10 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         pb = self._playback if conv is self._current else None
         played = 0
         if pb is not None and conv.started:
-            played = pb.interrupted_at if pb.interrupted_at is not None else (
-                self._sink.anchor().position
+            played = (
+                pb.interrupted_at
+                if pb.interrupted_at is not None
+                else (self._sink.anchor().position)
             )
             self._sink.clear()
             played = min(max(played, 0), pb.samples)

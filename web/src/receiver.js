@@ -67,7 +67,7 @@ export class AvatarReceiver {
         this.controller.startConversation(msg.conversationId, msg);
         break;
       case 'frames':
-        if (this.info && msg.conversationId === this.info.id) this.clock.onFrames(msg.firstFrame, arrivalMs);
+        if (this.info && msg.conversationId === this.info.id) this.clock.onFrames(msg.firstFrame, arrivalMs, msg.sentAtUs);
         this.controller.yieldFramesData(msg.frames, msg.conversationId, msg.firstFrame);
         break;
       case 'audio_only':
