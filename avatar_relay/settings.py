@@ -52,6 +52,7 @@ class AgentSettings(_Section):
     load_threshold: float = Field(default=0.7, gt=0.0)
     failover: bool = True
     max_rooms: int = Field(default=0, ge=0, le=10_000)
+    rooms_per_core: float = Field(default=2.5, gt=0.0, le=1000.0)
     job_executor: Literal["process", "thread"] = "process"
     idle_processes: int | None = Field(default=None, ge=0, le=64)
 
@@ -94,6 +95,7 @@ class MotionSettings(_Section):
 class RelaySettings(_Section):
     topic: str = Field(default=ANIMATION_TOPIC, min_length=1, max_length=128)
     idle_interval_ms: int = Field(default=200, ge=40, le=10_000)
+    frames_per_message: int = Field(default=2, ge=1, le=10)
     max_speak_audio_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_speak_text_chars: int = Field(default=2000, ge=1, le=100_000)
 

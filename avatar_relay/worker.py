@@ -153,11 +153,24 @@ class RelayServer(AgentServer):
         await super().aclose()
 
 
+def capacity(settings: Settings) -> int:
+    """Rooms this worker serves at most: ``agent.max_rooms``, else CPUs x rooms per core.
+
+    The load reported to livekit-server is rooms / capacity, so the server stops sending
+    jobs before the machine is out of CPU (the CPU-based default of livekit-agents reads the
+    whole machine, and refuses everything on a machine shared with other work).
+    """
+    if settings.agent.max_rooms:
+        return settings.agent.max_rooms
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, int((cpus or 1) * settings.agent.rooms_per_core))
+
+
 def build_server(settings: Settings) -> AgentServer:
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
         prefix="avatar-relay-metrics-"
     )
-    max_rooms = settings.agent.max_rooms
+    max_rooms = capacity(settings)
 
     def _rooms_load(srv: AgentServer) -> float:
         return min(len(srv.active_jobs) / max_rooms, 1.0)
@@ -166,7 +179,7 @@ def build_server(settings: Settings) -> AgentServer:
     if settings.agent.idle_processes is not None:
         extra["num_idle_processes"] = settings.agent.idle_processes
     server = RelayServer(
-        load_fnc=_rooms_load if max_rooms else None,
+        load_fnc=_rooms_load,
         job_executor_type=JobExecutorType(settings.agent.job_executor),
         **extra,
         agent_name=settings.agent.name,

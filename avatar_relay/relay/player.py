@@ -81,6 +81,9 @@ class PlayerOptions:
     stays well under the receivers' 1 s heartbeat timeout."""
     idle_silence_s: float = 0.01
     """Silence kept queued in the sink while nothing plays (receivers' clock keeps going)."""
+    frames_per_message: int = 1
+    """Frames sent together when ready: the first when its audio leaves, the others early.
+    Each message is a round trip through the rtc SDK and a wake-up of the pacer."""
     chunk_ms: int = 40
     """Audio goes into the sink in chunks of this length: each write is a round trip through
     the rtc SDK, so larger chunks mean fewer wake-ups (a multiple of 10 ms)."""
@@ -93,6 +96,8 @@ class PlayerOptions:
                 raise ValueError(f"{name} must be positive")
         if self.max_pending < 0:
             raise ValueError("max_pending must not be negative")
+        if self.frames_per_message < 1:
+            raise ValueError("frames_per_message must be at least 1")
         if self.chunk_ms <= 0 or self.chunk_ms % 10:
             raise ValueError(f"chunk_ms must be a positive multiple of 10: {self.chunk_ms}")
 
@@ -103,6 +108,7 @@ class PlayerOptions:
             transport=settings.audio.transport,
             stall_timeout_s=settings.motion.stall_timeout_ms / 1000,
             chunk_ms=settings.audio.chunk_ms,
+            frames_per_message=settings.relay.frames_per_message,
         )
 
 
@@ -500,6 +506,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
                 publisher=self._publisher,
                 metrics=self._metrics,
                 clock=self._clock,
+                frames_per_message=opts.frames_per_message,
             )
         )
         self._playback = pb
