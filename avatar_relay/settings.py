@@ -52,7 +52,7 @@ class AgentSettings(_Section):
     load_threshold: float = Field(default=0.7, gt=0.0)
     failover: bool = True
     max_rooms: int = Field(default=0, ge=0, le=10_000)
-    rooms_per_core: float = Field(default=2.5, gt=0.0, le=1000.0)
+    rooms_per_core: float = Field(default=1.5, gt=0.0, le=1000.0)
     job_executor: Literal["process", "thread"] = "process"
     idle_processes: int | None = Field(default=None, ge=0, le=64)
 
