@@ -64,12 +64,29 @@ class AgentSettings(_Section):
     load_threshold: float = Field(default=0.7, gt=0.0)
     failover: bool = True
     max_rooms: int = Field(default=0, ge=0, le=10_000)
+    rooms_per_core: float = Field(default=1.5, gt=0.0, le=1000.0)
+    job_executor: Literal["process", "thread"] = "process"
+    idle_processes: int | None = Field(default=None, ge=0, le=64)
 
 
 class AudioSettings(_Section):
     sample_rate: int = 24000
     queue_ms: int = Field(default=100, ge=20, le=2000)
+    chunk_ms: int = Field(default=40, ge=10, le=200)
     transport: Literal["track", "data", "both"] = "track"
+
+    @field_validator("chunk_ms")
+    @classmethod
+    def _whole_webrtc_frames(cls, value: int) -> int:
+        if value % 10:
+            raise ValueError("must be a multiple of 10 ms (WebRTC's frame)")
+        return value
+
+    @model_validator(mode="after")
+    def _queue_holds_two_chunks(self) -> AudioSettings:
+        if self.queue_ms < 2 * self.chunk_ms:
+            raise ValueError(f"queue_ms must be at least 2 * chunk_ms ({2 * self.chunk_ms})")
+        return self
 
     @field_validator("sample_rate")
     @classmethod
@@ -108,6 +125,7 @@ class MotionSettings(_Section):
 class RelaySettings(_Section):
     topic: str = Field(default=ANIMATION_TOPIC, min_length=1, max_length=128)
     idle_interval_ms: int = Field(default=200, ge=40, le=10_000)
+    frames_per_message: int = Field(default=2, ge=1, le=10)
     max_speak_audio_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_speak_text_chars: int = Field(default=2000, ge=1, le=100_000)
 

@@ -17,7 +17,7 @@ import tempfile
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, cli
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, cli
 
 from .failover import Reconciler, RelayHeartbeat
 from .motion import motion_source_from_settings
@@ -185,6 +185,19 @@ def _remove_metrics_dir(path: str, owner_pid: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def capacity(settings: Settings) -> int:
+    """Rooms this worker serves at most: ``agent.max_rooms``, else CPUs x rooms per core.
+
+    The load reported to livekit-server is rooms / capacity, so the server stops sending
+    jobs before the machine is out of CPU (the CPU-based default of livekit-agents reads the
+    whole machine, and refuses everything on a machine shared with other work).
+    """
+    if settings.agent.max_rooms:
+        return settings.agent.max_rooms
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, int((cpus or 1) * settings.agent.rooms_per_core))
+
+
 def build_server(settings: Settings) -> AgentServer:
     """The worker for ``settings``; embed it in a server of your own or run it with the CLI.
 
@@ -197,13 +210,18 @@ def build_server(settings: Settings) -> AgentServer:
         metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not metrics_dir:
             metrics_dir = owned_dir = tempfile.mkdtemp(prefix="avatar-relay-metrics-")
-    max_rooms = settings.agent.max_rooms
+    max_rooms = capacity(settings)
 
     def _rooms_load(srv: AgentServer) -> float:
         return min(len(srv.active_jobs) / max_rooms, 1.0)
 
+    extra: dict[str, Any] = {}
+    if settings.agent.idle_processes is not None:
+        extra["num_idle_processes"] = settings.agent.idle_processes
     server = RelayServer(
-        load_fnc=_rooms_load if max_rooms else None,
+        load_fnc=_rooms_load,
+        job_executor_type=JobExecutorType(settings.agent.job_executor),
+        **extra,
         agent_name=settings.agent.name,
         failover=settings.agent.failover,
         owned_metrics_dir=owned_dir,

@@ -121,6 +121,29 @@ def test_a_conversation_goes_through_every_phase_once_with_exactly_timed_frames(
     run_virtual(main)
 
 
+def test_frames_sent_in_pairs_lead_with_an_exactly_timed_frame() -> None:
+    """Issue 11: two frames per message halve the sends; the first of each message still
+    leaves exactly with its audio (receivers time the conversation by it), none are lost."""
+
+    async def main() -> None:
+        rig = make_rig(frames_per_message=2)
+        cid = await speak(rig, tone(1.0, 1000))
+        await finished(rig, cid)
+        start_at = rig.sink.first_time_of(1000)
+        messages = [
+            s for s in rig.publisher.sent
+            if isinstance(s.msg, AnimationFrames) and s.msg.conversation_id == cid
+        ]  # fmt: skip
+        assert len(messages) <= 13
+        for sent in messages:
+            due = start_at + sent.msg.first_frame * SAMPLES_PER_FRAME / RATE
+            assert sent.at == pytest.approx(due, abs=1e-6)
+        assert [k for _, k in frames_of(rig, cid)] == list(range(25))
+        await rig.player.aclose()
+
+    run_virtual(main)
+
+
 def test_transitions_outside_the_lifecycle_are_refused() -> None:
     async def main() -> None:
         conv = Conversation(sample_rate=RATE, clock=lambda: 0.0, on_event=lambda c, e: None)

@@ -13,7 +13,7 @@ delay. Data mode: audio arrives in AudioData messages and is played from the con
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -106,6 +106,8 @@ class ReceiverStats:
     """Relay conversations seen."""
     resyncs: int = 0
     """Times a playing conversation was moved to a better timing estimate."""
+    reanchors: int = 0
+    """Times the timing estimate moved later: the relay had fallen behind."""
     offset_ms: float | None = None
     """Smoothed lead of frames: presentation time minus arrival time (positive = early)."""
     jitter_buffer_ms: float = 0.0
@@ -127,6 +129,11 @@ class _Relayed:
     source_rate: int | None = None
     best_frame: tuple[float, int] | None = None
     """(arrival, k) of the frame giving the earliest origin estimate."""
+    recent: deque[tuple[float, float, float | None]] = field(default_factory=deque)
+    """(arrival, origin estimate, relay-side estimate) of the frames that arrived in the last
+    re-anchor window. The relay-side estimate is ``sent_at - k / fps`` on the relay's clock."""
+    relay_best: float | None = None
+    """Earliest relay-side estimate of the current anchoring."""
     start_arrival: float | None = None
     pending: dict[int, tuple[bytes, float]] = field(default_factory=dict)
     arrivals: dict[int, float] = field(default_factory=dict)
@@ -163,8 +170,20 @@ class _Relayed:
         return None
 
 
+REANCHOR_WINDOW_S = 0.5
+"""When every frame of this long a window says the relay fell behind, the mapping follows."""
+
+
 class PlayoutSync:
-    """Relay conversations in, synchronized :class:`SyncedFrame` out."""
+    """Relay conversations in, synchronized :class:`SyncedFrame` out.
+
+    Timing evidence: each frame gives an estimate of when its conversation's sample 0 left the
+    relay (arrival - k / fps); the least-delayed one is the best. When the relay falls behind
+    (its process was not scheduled and its queue ran dry), its audio and frames leave later
+    from then on; every frame of the last :data:`REANCHOR_WINDOW_S` then gives a later
+    estimate, and the mapping moves to the least-delayed of them (re-anchoring), instead of
+    showing the picture ahead of the voice for the rest of the conversation.
+    """
 
     def __init__(
         self,
@@ -344,10 +363,7 @@ class PlayoutSync:
         if conv.done or conv.audio_only or not self._valid_frames(conv, msg.frames):
             self.stats.frames_dropped += count
             return
-        if conv.best_frame is None or arrival - msg.first_frame / conv.fps < (
-            conv.best_frame[0] - conv.best_frame[1] / conv.fps
-        ):
-            conv.best_frame = (arrival, msg.first_frame)
+        self._note_timing(conv, arrival, msg.first_frame, msg.sent_at_us)
         if conv.local_cid is None:
             for i, payload in enumerate(msg.frames):
                 conv.pending[msg.first_frame + i] = (payload, arrival)
@@ -358,6 +374,39 @@ class PlayoutSync:
                 self.stats.frames_dropped += overflow
             return
         self._deliver(conv, msg.first_frame, msg.frames, arrival)
+
+    def _note_timing(self, conv: _Relayed, arrival: float, k: int, sent_at_us: int) -> None:
+        """Keep the best origin estimate, and follow a relay that fell behind.
+
+        Arrivals alone cannot tell a relay that fell behind from a receiver whose own loop
+        was late, so the mapping moves later only as far as the relay's send times moved too.
+        """
+        estimate = arrival - k / conv.fps
+        relay = sent_at_us / 1e6 - k / conv.fps if sent_at_us > 0 else None
+        recent = conv.recent
+        recent.append((arrival, estimate, relay))
+        while recent[0][0] < arrival - REANCHOR_WINDOW_S:
+            recent.popleft()
+        if relay is not None and (conv.relay_best is None or relay < conv.relay_best):
+            conv.relay_best = relay
+        best = conv.best_frame
+        if best is None or estimate < best[0] - best[1] / conv.fps:
+            conv.best_frame = (arrival, k)
+            return
+        if conv.relay_best is None or arrival - recent[0][0] < REANCHOR_WINDOW_S * 0.8:
+            return  # not enough evidence yet
+        threshold = self._resync_samples / self._sr
+        moved = min(e for _, e, _ in recent) - (best[0] - best[1] / conv.fps)
+        relay_values = [r for _, _, r in recent if r is not None]
+        if moved <= threshold or len(relay_values) < len(recent):
+            return
+        relay_moved = min(relay_values) - conv.relay_best
+        if relay_moved <= threshold:
+            return  # the relay kept time: the delay is on the way or at this receiver
+        shift = min(moved, relay_moved)
+        conv.best_frame = (best[0] - best[1] / conv.fps + shift, 0)
+        conv.relay_best += shift
+        self.stats.reanchors += 1
 
     def _deliver(
         self, conv: _Relayed, first: int, frames: tuple[bytes, ...] | list[bytes], arrival: float
@@ -527,7 +576,10 @@ class PlayoutSync:
         if conv.local_cid is None:
             self._map(conv, pcm, position, end)
         else:
-            self._controller.yield_audio_data(pcm, end, first_sample=position if resync else None)
+            # Always positioned: after a move backward (the relay fell behind) the controller
+            # drops the audio it already has, so it starves and holds the picture until the
+            # track's audio has caught up with what it showed.
+            self._controller.yield_audio_data(pcm, end, first_sample=position)
             conv.local_open = not end
             if resync and position > conv.fed:
                 # Discard the skipped span: at most what is buffered (a far-off frame index
@@ -535,7 +587,7 @@ class PlayoutSync:
                 skip = min(position - conv.fed, self._controller.buffered_samples)
                 if skip > 0:
                     self._controller.playout(skip)
-        conv.fed = max(conv.fed, position + len(pcm) // BYTES_PER_SAMPLE)
+        conv.fed = position + len(pcm) // BYTES_PER_SAMPLE  # moves back after a re-anchor
         if end:
             conv.done = True
 

@@ -35,7 +35,8 @@ from .log import ctx, logger
 AudioOnlyReason = Literal["motion_empty", "motion_failed", "motion_stalled", "motion_unavailable"]
 
 CHUNK_MS = 10
-"""Audio is taken from a conversation in 10 ms chunks, WebRTC's own frame size."""
+"""Audio is taken from a conversation in chunks of this length unless the player asks for
+larger ones (a multiple of it: WebRTC's own frame size)."""
 
 
 def new_conversation_id() -> str:
@@ -127,10 +128,11 @@ class Conversation:
         clock: Clock,
         on_event: Callable[[Conversation, ConversationEvent], None],
         conversation_id: str | None = None,
+        chunk_samples: int | None = None,
     ) -> None:
         self.id = conversation_id or new_conversation_id()
         self.sample_rate = sample_rate
-        self.chunk = sample_rate * CHUNK_MS // 1000
+        self.chunk = chunk_samples or sample_rate * CHUNK_MS // 1000
         self._clock = clock
         self._on_event = on_event
         self._phase = Phase.QUEUED
@@ -201,9 +203,7 @@ class Conversation:
             self._motion_settled.set()
             self._frames_changed.set()
             self._changed.set()
-        self._on_event(
-            self, PhaseChanged(self.id, old, new, self._clock(), self._played_seconds)
-        )
+        self._on_event(self, PhaseChanged(self.id, old, new, self._clock(), self._played_seconds))
         if new in _FINAL and not self.result.done():
             interrupted = new is Phase.INTERRUPTED
             self.result.set_result(PlaybackResult(self.id, self._played_seconds, interrupted))

@@ -33,7 +33,11 @@ class FramePacer:
         publisher: Publisher,
         metrics: RelayMetrics,
         clock: Clock,
+        frames_per_message: int = 1,
     ) -> None:
+        if frames_per_message < 1:
+            raise ValueError("frames_per_message must be at least 1")
+        self._per_message = frames_per_message
         self._conv = conv
         self._rate = conv.sample_rate
         self._stall = stall_timeout_s
@@ -113,14 +117,16 @@ class FramePacer:
         return -1
 
     def _send_due_frames(self, k: int, samples_per_frame: float) -> int:
-        """Send frame k and any later frames already due; returns the count sent."""
+        """Send frame k, later frames already due, and up to ``frames_per_message`` in all of
+        those that are ready (early: receivers place frames by index, and time the
+        conversation by each message's first frame only); returns the count sent."""
         conv = self._conv
         frames = [conv.frames.pop(k)]
         now = self._clock()
         due = self.due_time(k * samples_per_frame)
         while (k + len(frames)) in conv.frames:
             next_due = self.due_time((k + len(frames)) * samples_per_frame)
-            if next_due is None or next_due > now:
+            if len(frames) >= self._per_message and (next_due is None or next_due > now):
                 break
             frames.append(conv.frames.pop(k + len(frames)))
         if due is not None:

@@ -81,6 +81,12 @@ class PlayerOptions:
     stays well under the receivers' 1 s heartbeat timeout."""
     idle_silence_s: float = 0.01
     """Silence kept queued in the sink while nothing plays (receivers' clock keeps going)."""
+    frames_per_message: int = 1
+    """Frames sent together when ready: the first when its audio leaves, the others early.
+    Each message is a round trip through the rtc SDK and a wake-up of the pacer."""
+    chunk_ms: int = 40
+    """Audio goes into the sink in chunks of this length: each write is a round trip through
+    the rtc SDK, so larger chunks mean fewer wake-ups (a multiple of 10 ms)."""
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.sample_rate % 100:
@@ -90,6 +96,10 @@ class PlayerOptions:
                 raise ValueError(f"{name} must be positive")
         if self.max_pending < 0:
             raise ValueError("max_pending must not be negative")
+        if self.frames_per_message < 1:
+            raise ValueError("frames_per_message must be at least 1")
+        if self.chunk_ms <= 0 or self.chunk_ms % 10:
+            raise ValueError(f"chunk_ms must be a positive multiple of 10: {self.chunk_ms}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlayerOptions:
@@ -97,6 +107,8 @@ class PlayerOptions:
             sample_rate=settings.audio.sample_rate,
             transport=settings.audio.transport,
             stall_timeout_s=settings.motion.stall_timeout_ms / 1000,
+            chunk_ms=settings.audio.chunk_ms,
+            frames_per_message=settings.relay.frames_per_message,
         )
 
 
@@ -144,7 +156,9 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         self._metrics = metrics
         self._clock = clock
         self._room = room_name
-        self._chunk = options.sample_rate // 100
+        self._chunk = options.sample_rate * options.chunk_ms // 1000
+        self._silence = np.zeros(self._chunk, dtype=np.int16)
+        """Idle silence, written again and again (never modified)."""
         self._pending: deque[Conversation] = deque()
         self._pending_changed = asyncio.Event()
         self._current: Conversation | None = None
@@ -226,7 +240,10 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         """Start a conversation; it plays after the ones already queued."""
         self.check_capacity()
         conv = Conversation(
-            sample_rate=self.options.sample_rate, clock=self._clock, on_event=self._on_event
+            sample_rate=self.options.sample_rate,
+            clock=self._clock,
+            on_event=self._on_event,
+            chunk_samples=self._chunk,
         )
         self._pending.append(conv)
         self._pending_changed.set()
@@ -449,7 +466,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
                     return
                 if self._sink.queued_seconds() <= low_water + SILENCE_SLACK_S:
                     try:
-                        await self._sink.write(np.zeros(self._chunk, dtype=np.int16))
+                        await self._sink.write(self._silence)
                     except Exception as exc:  # an idle sink hiccup must not stop the relay
                         logger.warning(
                             "idle silence not written", extra=ctx(self._room, error=repr(exc))
@@ -496,6 +513,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
                 publisher=self._publisher,
                 metrics=self._metrics,
                 clock=self._clock,
+                frames_per_message=opts.frames_per_message,
             )
         )
         self._playback = pb
@@ -527,7 +545,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
                 self.repeat_start()
             # Audio as data only: the sink gets silence, so its real-time queue still paces
             # the conversation and times the frames while the speech travels as messages.
-            on_track = pcm if opts.transport != "data" else np.zeros_like(pcm)
+            on_track = pcm if opts.transport != "data" else self._silence[: len(pcm)]
             anchor = await self._sink.write(on_track)
             position += len(pcm)
             pb.samples = position
@@ -569,8 +587,10 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         pb = self._playback if conv is self._current else None
         played = 0
         if pb is not None and conv.started:
-            played = pb.interrupted_at if pb.interrupted_at is not None else (
-                self._sink.anchor().position
+            played = (
+                pb.interrupted_at
+                if pb.interrupted_at is not None
+                else (self._sink.anchor().position)
             )
             self._sink.clear()
             played = min(max(played, 0), pb.samples)

@@ -112,7 +112,7 @@ export class AvatarReceiver {
       this.controller.yieldFramesData(msg.frames, msg.conversationId, msg.firstFrame);
       return;
     }
-    this.clock.onFrames(msg.firstFrame, arrivalMs);
+    this.clock.onFrames(msg.firstFrame, arrivalMs, msg.sentAtUs);
     if (info.codec !== ARKIT_CODEC || msg.frames.every((f) => f.length === info.channels.length)) {
       this.controller.yieldFramesData(msg.frames, msg.conversationId, msg.firstFrame);
       return;

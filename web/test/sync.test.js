@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ConversationClock, DEFAULT_JITTER_DELAY_MS, JitterDelayEstimator, inboundAudioStats } from '../src/sync/playout_clock.js';
+import { ConversationClock, DEFAULT_JITTER_DELAY_MS, REANCHOR_WINDOW_MS, JitterDelayEstimator, inboundAudioStats } from '../src/sync/playout_clock.js';
 import { AvatarReceiver } from '../src/receiver.js';
 
 test('the start is the least-delayed arrival minus the frame time, plus the playout delay', () => {
@@ -17,6 +17,48 @@ test('the start is the least-delayed arrival minus the frame time, plus the play
   clock.onFrames(2, 1081); // base 1001
   assert.equal(clock.startMs(80), 1081 - 80 + 80);
   assert.equal(clock.positionS(1081 + 500, 80), 0.5);
+});
+
+// Issue 11: after the relay fell behind, the picture ran ahead of the voice for the rest of
+// the conversation, because the start estimate only ever moved earlier.
+test('a relay that fell behind is followed within 1 s; jitter alone never moves the start', () => {
+  const fps = 25;
+  const frameMs = 1000 / fps;
+  const jitter = (k) => ((k * 7919) % 13); // 0..12 ms, deterministic
+  const clock = new ConversationClock(fps);
+  let k = 0;
+  const relayUs = (k, late) => (5e6 + k * frameMs + late) * 1000; // another clock
+  for (; k < 250; k++) clock.onFrames(k, 1000 + k * frameMs + jitter(k), relayUs(k, 0));
+  assert.equal(clock.reanchors, 0);
+  // This page was busy for 300 ms (the relay kept time): nothing moves.
+  const busy = new ConversationClock(fps);
+  for (let j = 0; j < 50; j++) {
+    const due = 1000 + j * frameMs;
+    busy.onFrames(j, j >= 20 ? due + 300 : due, relayUs(j, 0));
+  }
+  assert.equal(busy.reanchors, 0);
+  assert.equal(clock.startMs(0), 1000);
+  // The relay stalls for 300 ms: from frame k on, everything leaves 300 ms later. The frames
+  // held up meanwhile arrive in a burst when it resumes.
+  const stallMs = 300;
+  const resumeMs = 1000 + k * frameMs + stallMs;
+  let earlySinceMs = null;
+  let lastEarlyMs = null;
+  for (; k < 400; k++) {
+    const due = 1000 + k * frameMs + stallMs;
+    const arrival = Math.max(due, resumeMs) + jitter(k);
+    clock.onFrames(k, arrival, relayUs(k, Math.max(due, resumeMs) - due + stallMs));
+    // The true position at this moment vs. the clock's: a positive error shows frames early.
+    const errorMs = (clock.positionS(arrival, 0) * 1000) - (arrival - 1000 - stallMs);
+    if (errorMs > 20) {
+      earlySinceMs ??= arrival;
+      lastEarlyMs = arrival;
+    }
+  }
+  assert.equal(clock.reanchors, 1);
+  assert.ok(Math.abs(clock.startMs(0) - (1000 + stallMs)) <= 20, `start ${clock.startMs(0)}`);
+  assert.ok(lastEarlyMs - resumeMs <= 1000, `early until ${lastEarlyMs - resumeMs} ms after resume`);
+  assert.ok(REANCHOR_WINDOW_MS < 1000);
 });
 
 test('jitter-buffer delay is the delta ratio of the cumulative counters', () => {

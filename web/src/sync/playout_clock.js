@@ -23,9 +23,19 @@
 // The media position at time T is (T - start) / 1000 s; the presenter shows the frame at that
 // position. The start is recomputed whenever J or L changes, so a growing jitter buffer moves
 // the animation with the audio.
+//
+// Re-anchoring: when the relay falls behind (its process was not scheduled, its queue ran dry)
+// its audio and its frames both leave later from then on, so base moves *later*. The minimum
+// alone would never follow and the picture would run ahead of the voice for the rest of the
+// conversation. So when every frame of the last REANCHOR_WINDOW_MS gives a base later than the
+// current one by more than REANCHOR_THRESHOLD_MS, base moves later. Arrivals alone cannot tell
+// a relay that fell behind from a page that was busy, so base moves only as far as the relay's
+// own send times (the messages' sentAtUs minus k / fps) moved too.
 
 export const DEFAULT_JITTER_DELAY_MS = 40;
 export const SENDER_PACKETIZATION_MS = 20;
+export const REANCHOR_WINDOW_MS = 500;
+export const REANCHOR_THRESHOLD_MS = 15;
 
 export class ConversationClock {
   constructor(fps) {
@@ -33,6 +43,9 @@ export class ConversationClock {
     this.fps = fps;
     this.baseMs = null;
     this.provisionalMs = null;
+    this.recent = []; // [arrivalMs, base, relayBase] of the frames of the last window
+    this.relayBaseMs = null; // least relay-side base (sentAt - k / fps) of the current anchoring
+    this.reanchors = 0;
   }
 
   /** ConversationStart arrived: a first guess used only until frames arrive. */
@@ -40,10 +53,34 @@ export class ConversationClock {
     this.provisionalMs = arrivalMs;
   }
 
-  /** An AnimationFrames message whose first frame is `firstFrame` arrived at `arrivalMs`. */
-  onFrames(firstFrame, arrivalMs) {
-    const base = arrivalMs - (firstFrame * 1000) / this.fps;
-    if (this.baseMs === null || base < this.baseMs) this.baseMs = base;
+  /**
+   * An AnimationFrames message whose first frame is `firstFrame` arrived at `arrivalMs`;
+   * `sentAtUs` is its send time on the relay's clock (0: unknown, never re-anchors).
+   */
+  onFrames(firstFrame, arrivalMs, sentAtUs = 0) {
+    const frameMs = (firstFrame * 1000) / this.fps;
+    const base = arrivalMs - frameMs;
+    const relay = sentAtUs > 0 ? sentAtUs / 1000 - frameMs : null;
+    const recent = this.recent;
+    recent.push([arrivalMs, base, relay]);
+    while (recent[0][0] < arrivalMs - REANCHOR_WINDOW_MS) recent.shift();
+    if (relay !== null && (this.relayBaseMs === null || relay < this.relayBaseMs)) {
+      this.relayBaseMs = relay;
+    }
+    if (this.baseMs === null || base < this.baseMs) {
+      this.baseMs = base;
+      return;
+    }
+    // Enough evidence: the window is (nearly) full, and all of it says "later".
+    if (this.relayBaseMs === null || arrivalMs - recent[0][0] < REANCHOR_WINDOW_MS * 0.8) return;
+    if (recent.some((r) => r[2] === null)) return;
+    const moved = Math.min(...recent.map((r) => r[1])) - this.baseMs;
+    const relayMoved = Math.min(...recent.map((r) => r[2])) - this.relayBaseMs;
+    if (moved <= REANCHOR_THRESHOLD_MS || relayMoved <= REANCHOR_THRESHOLD_MS) return;
+    const shift = Math.min(moved, relayMoved);
+    this.baseMs += shift;
+    this.relayBaseMs += shift;
+    this.reanchors += 1;
   }
 
   /** Local time at which sample 0 is heard, or null before anything arrived. */
