@@ -28,7 +28,7 @@ class FakeParticipant:
     identity: str
     attributes: dict[str, str] = field(default_factory=lambda: {ATTRIBUTE_ROLE: ROLE_RELAY})
     track_publications: dict[str, Any] = field(default_factory=dict)
-    kind: int = 0
+    kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT  # only an agent is the relay
 
 
 @dataclass
@@ -91,5 +91,25 @@ async def test_a_stalled_receiver_reads_its_backlog_before_dropping_the_relay() 
             await asyncio.sleep(0.02)
         assert left == ["relay-1"]
         assert receiver.protocol_errors == 0
+    finally:
+        await receiver.aclose()
+
+
+async def test_a_receiver_that_always_wakes_late_still_drops_a_dead_relay() -> None:
+    """Regression: on a loaded machine every heartbeat check woke late, each late wake-up
+    granted the relay another grace, and a dead relay was never dropped (seen in the job
+    SIGKILL failover test). One grace per silence now."""
+    relay = FakeParticipant("relay-1")
+    room = FakeRoom(relay)
+    receiver = AvatarReceiver(cast(rtc.Room, room), heartbeat_timeout=TIMEOUT_S)
+    packetizer = Packetizer()
+    receiver.start()
+    try:
+        room.deliver(FakePacket(heartbeat(packetizer, 1), relay))  # then the relay dies
+        t0 = time.monotonic()
+        while receiver.relay_identity is not None:
+            assert time.monotonic() - t0 < TIMEOUT_S * 6, "a dead relay was never dropped"
+            await asyncio.sleep(0.01)
+            time.sleep(TIMEOUT_S * 0.4)  # noqa: ASYNC251 - the loop is starved, again and again
     finally:
         await receiver.aclose()

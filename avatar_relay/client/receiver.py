@@ -377,6 +377,7 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
         """Drop a relay that sent nothing for ``heartbeat_timeout`` (idle messages come every
         200 ms, conversation messages more often): it died, and its participant may stay
         listed for ~20 s. Its conversation ends as interrupted; another relay is adopted."""
+        graced: float | None = None  # the _last_heard a grace set; one grace per silence
         while True:
             if self._relay is None:
                 self._heard.clear()
@@ -387,13 +388,17 @@ class AvatarReceiver(rtc.EventEmitter[ReceiverEvent]):
             if left > 0:
                 await asyncio.sleep(left)  # a deadline: woken to re-check it
                 woke = self._clock()
-                if woke - (now + left) > self._heartbeat_timeout * STALL_FRACTION:
+                stalled = woke - (now + left) > self._heartbeat_timeout * STALL_FRACTION
+                if stalled and graced != self._last_heard:
                     # This process was starved (its loop ran nothing for a while): packets
                     # that came meanwhile may still wait in the queue behind us. Time we
-                    # could not look is no proof of silence; the relay gets a grace.
+                    # could not look is no proof of silence; the relay gets a grace, once:
+                    # without a packet since, a second late wake-up does not extend it (a
+                    # loaded machine wakes late every time, and a dead relay must go).
                     self._last_heard = max(
                         self._last_heard, woke - self._heartbeat_timeout * (1 - STALL_GRACE)
                     )
+                    graced = self._last_heard
                 continue
             identity = self._relay.identity
             logger.warning(
