@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from livekit import rtc
@@ -42,6 +42,7 @@ from .log import ctx, logger
 from .metrics import RelayMetrics
 from .pacer import FramePacer
 from .publisher import now_us
+from .tasks import OwnedTasks
 
 AUDIO_DATA_CHUNK_MS = 100
 """Audio sent as data (audio transport ``data``/``both``) goes in 100 ms messages."""
@@ -163,7 +164,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         self._pending_changed = asyncio.Event()
         self._current: Conversation | None = None
         self._playback: _Playback | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks(room_name)
         self._pump_atask: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -184,31 +185,14 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
             # Let the pump end it as any interrupt, so participants get the Interrupt message.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(playing.result), interrupt_timeout)
-        tasks = [t for t in (self._pump_atask, *self._tasks) if t is not None]
-        self._pump_atask = None
-        await cancel_and_wait(*tasks)
+        pump, self._pump_atask = self._pump_atask, None
+        await self._tasks.aclose(pump)
         for conv in self.conversations():
             conv.abort(0.0)
 
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run an owned background task whose failure is logged, never lost."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._on_task_done)
-        return task
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error(
-                "relay task failed",
-                exc_info=task.exception(),
-                extra=ctx(self._room, task=task.get_name()),
-            )
 
     def _on_pump_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -248,7 +232,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         self._pending.append(conv)
         self._pending_changed.set()
         source = self._motion_source()
-        self._spawn(self._run_motion(conv, source), f"relay.motion.{conv.id}")
+        self._tasks.spawn(self._run_motion(conv, source), f"relay.motion.{conv.id}")
         return ConversationHandle(
             conv, sample_rate=self.options.sample_rate, on_interrupt=self._interrupt
         )
@@ -287,7 +271,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         if conv in self._pending:
             self._pending.remove(conv)
             conv.abort(0.0)
-            self._spawn(self._close_motion(conv), f"relay.motion-close.{conv.id}")
+            self._tasks.spawn(self._close_motion(conv), f"relay.motion-close.{conv.id}")
         elif conv is self._current and self._playback is not None and conv.started:
             # What has left the sink is what was heard; the rest is dropped right now.
             self._playback.interrupted_at = self._sink.anchor().position
@@ -540,7 +524,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
                 # Positions count from the conversation's first sample, idle silence excluded.
                 self._sink.reset_position()
                 conv.start_playing()
-                pb.pacer_atask = self._spawn(pb.pacer.run(), f"relay.pacer.{conv.id}")
+                pb.pacer_atask = self._tasks.spawn(pb.pacer.run(), f"relay.pacer.{conv.id}")
             elif self._clock() - pb.start_sent_at >= opts.start_repeat_s:
                 self.repeat_start()
             # Audio as data only: the sink gets silence, so its real-time queue still paces

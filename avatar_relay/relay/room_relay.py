@@ -8,11 +8,9 @@ knows nothing of rooms).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Literal
 
 from livekit import rtc
-from livekit.agents.utils.aio import cancel_and_wait
 
 from ..motion.base import MotionSource
 from ..protocol.constants import ATTRIBUTE_AUDIO_TRACK, ATTRIBUTE_ROLE, AUDIO_TRACK_NAME, ROLE_RELAY
@@ -25,6 +23,7 @@ from .log import ctx, logger
 from .metrics import RelayMetrics
 from .player import ConversationPlayer, PlayerOptions, RelayBusyError, RelayClosedError
 from .publisher import MessagePublisher
+from .tasks import OwnedTasks
 
 CLOSE_INTERRUPT_TIMEOUT = 1.0
 """How long aclose() lets the playing conversation end with its Interrupt message."""
@@ -77,7 +76,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             motion_source=lambda: self._motion_source,
             busy=lambda: self._player.busy,
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks(room.name)
         self._closed = False
         self._publication: rtc.LocalTrackPublication | None = None
 
@@ -114,7 +113,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         old, self._motion_source = self._motion_source, source
         if old is not source:
             users = self._player.conversations()
-            self._spawn(self._retire_source(old, users), f"relay.retire-source.{old.name}")
+            self._tasks.spawn(self._retire_source(old, users), f"relay.retire-source.{old.name}")
         return old
 
     async def _retire_source(self, source: MotionSource, users: list[Conversation]) -> None:
@@ -135,7 +134,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         )
         self._room.on("participant_connected", self._on_participant_connected)
         self._player.start()
-        self._spawn(self._idle.run(), "relay.idle")
+        self._tasks.spawn(self._idle.run(), "relay.idle")
 
     async def aclose(self) -> None:
         """End every conversation (with end/interrupt messages), stop all tasks, free the track."""
@@ -144,8 +143,7 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
         self._closed = True
         self._room.off("participant_connected", self._on_participant_connected)
         await self._player.aclose(interrupt_timeout=CLOSE_INTERRUPT_TIMEOUT)
-        if self._tasks:
-            await cancel_and_wait(*self._tasks)
+        await self._tasks.aclose()
         await self._publisher.aclose()
         await self._unpublish()
         await self._out.aclose()
@@ -167,22 +165,6 @@ class RoomRelay(rtc.EventEmitter[RelayEvent]):
             await asyncio.wait_for(_undo(), UNPUBLISH_TIMEOUT)
         except Exception as exc:  # the room may be closing under us; nothing left to undo
             logger.debug("relay track not unpublished", extra=ctx(self.room_name, error=repr(exc)))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run an owned background task whose failure is logged, never lost."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._on_task_done)
-        return task
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error(
-                "relay task failed",
-                exc_info=task.exception(),
-                extra=ctx(self.room_name, task=task.get_name()),
-            )
 
     # -- producer API -----------------------------------------------------------------------
     def check_capacity(self) -> None:

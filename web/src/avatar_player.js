@@ -13,6 +13,7 @@ import { RoomEvent, Track } from 'livekit-client';
 
 import { DataAudioPlayer } from './audio/data_player.js';
 import { TrackPlayer } from './audio/player.js';
+import { Emitter } from './events.js';
 import { Presenter } from './presenter.js';
 import { ANIMATION_TOPIC, ProtocolError, Reassembler } from './protocol/index.js';
 import { AvatarReceiver } from './receiver.js';
@@ -69,7 +70,7 @@ export class AvatarPlayer {
     this.stats = {
       messages: 0, protocolErrors: 0, foreignPackets: 0, foreignTracks: 0, onsets: 0, relaysLost: 0,
     };
-    this.listeners = new Map();
+    this.emitter = new Emitter(EVENTS);
     this.reassemblers = new Map();
     /** The relay whose messages are followed, when it was last heard, and relays gone silent. */
     this.heartbeat = { relay: null, lastHeard: 0, silent: new Set(), timer: null };
@@ -95,23 +96,15 @@ export class AvatarPlayer {
 
   /** Subscribe to an event; returns the function that unsubscribes. */
   on(event, fn) {
-    if (!EVENTS.has(event)) throw new RangeError(`unknown event ${event}`);
-    let set = this.listeners.get(event);
-    if (!set) {
-      set = new Set();
-      this.listeners.set(event, set);
-    }
-    set.add(fn);
-    return () => set.delete(fn);
+    return this.emitter.on(event, fn);
   }
 
   emit(event, ...args) {
-    const set = this.listeners.get(event);
-    if (set) for (const fn of set) fn(...args);
+    this.emitter.emit(event, ...args);
   }
 
   fail(err) {
-    if (this.listeners.get('error')?.size) this.emit('error', err);
+    if (this.emitter.has('error')) this.emit('error', err);
     else console.error('avatar-relay:', err);
   }
 

@@ -20,6 +20,7 @@
 
 import { RoomEvent } from 'livekit-client';
 
+import { Emitter } from './events.js';
 import { ANIMATION_TOPIC, ProtocolError, Reassembler } from './protocol/index.js';
 import { isRelayParticipant } from './relay.js';
 
@@ -60,7 +61,9 @@ export class HostModeBridge {
       audioChunks: 0, audioBytes: 0, gapSamples: 0, duplicateAudio: 0, framesPassed: 0,
       framesHeld: 0, framesDropped: 0, staleMessages: 0, controllerErrors: 0,
     };
-    this.listeners = new Map();
+    this.emitter = new Emitter(
+      EVENTS, (err) => this.logger.error('avatar-relay: a HostModeBridge listener threw', err),
+    );
     this.reassemblers = new Map();
     this.started = false;
     this.roomHandlers = [
@@ -81,26 +84,11 @@ export class HostModeBridge {
 
   /** Subscribe to 'conversation' ({id, controllerId, outcome}), 'error' or 'skipped'. */
   on(event, fn) {
-    if (!EVENTS.has(event)) throw new RangeError(`unknown event ${event}`);
-    let set = this.listeners.get(event);
-    if (!set) {
-      set = new Set();
-      this.listeners.set(event, set);
-    }
-    set.add(fn);
-    return () => set.delete(fn);
+    return this.emitter.on(event, fn);
   }
 
   emit(event, ...args) {
-    const set = this.listeners.get(event);
-    if (!set) return;
-    for (const fn of set) {
-      try {
-        fn(...args);
-      } catch (err) {
-        this.logger.error('avatar-relay: a HostModeBridge listener threw', err);
-      }
-    }
+    this.emitter.emit(event, ...args);
   }
 
   /** Start following the room's relay. */
