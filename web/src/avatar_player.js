@@ -29,6 +29,7 @@ const EVENTS = new Set([
  * about 20 s: its conversation ends as interrupted and the next relay heard is followed.
  */
 export const HEARTBEAT_TIMEOUT_MS = 1000;
+const HEARTBEAT_CHECK_MS = 100;
 const NO_RENDERER = Object.freeze({ draw() {} });
 const AUDIO_SOURCES = new Set(['auto', 'track', 'data']);
 
@@ -73,7 +74,9 @@ export class AvatarPlayer {
     this.emitter = new Emitter(EVENTS);
     this.reassemblers = new Map();
     /** The relay whose messages are followed, when it was last heard, and relays gone silent. */
-    this.heartbeat = { relay: null, lastHeard: 0, silent: new Set(), timer: null };
+    this.heartbeat = {
+      relay: null, lastHeard: 0, silent: new Set(), timer: null, lastCheck: null, graced: null,
+    };
     this.audioReady = null;
     this.roomHandlers = [
       [RoomEvent.DataReceived, (payload, participant, _kind, topic) => this.onData(payload, participant, topic)],
@@ -115,7 +118,7 @@ export class AvatarPlayer {
   async start() {
     if (this.audioReady !== null) return this.audioReady;
     for (const [event, fn] of this.roomHandlers) this.room.on(event, fn);
-    this.heartbeat.timer = setInterval(() => this.checkHeartbeat(performance.now()), 100);
+    this.heartbeat.timer = setInterval(() => this.checkHeartbeat(performance.now()), HEARTBEAT_CHECK_MS);
     this.audioReady = (async () => {
       if (this.audioContext === null) this.audioContext = new AudioContext({ latencyHint: 'interactive' });
       await this.audioContext.resume();
@@ -169,6 +172,15 @@ export class AvatarPlayer {
   /** Drop the followed relay when it has been silent for HEARTBEAT_TIMEOUT_MS. */
   checkHeartbeat(now) {
     const hb = this.heartbeat;
+    const stalled = hb.lastCheck !== null && now - hb.lastCheck > HEARTBEAT_CHECK_MS + HEARTBEAT_TIMEOUT_MS * 0.2;
+    hb.lastCheck = now;
+    if (stalled && hb.relay !== null && hb.graced !== hb.lastHeard) {
+      // The page ran nothing for a while (a busy or throttled tab): the relay's packets from
+      // that time may still be queued behind this timer. One grace per silence, so that a
+      // page that always wakes late still drops a dead relay (as the Python receiver).
+      hb.lastHeard = Math.max(hb.lastHeard, now - HEARTBEAT_TIMEOUT_MS / 2);
+      hb.graced = hb.lastHeard;
+    }
     if (hb.relay === null || now - hb.lastHeard <= HEARTBEAT_TIMEOUT_MS) return;
     const lost = hb.relay;
     hb.silent.add(lost);

@@ -182,12 +182,34 @@ test('AvatarPlayer drops a relay silent for 1 s, interrupts its conversation, fo
   player.onData(start('conv-2'), relay('relay-2'), client.ANIMATION_TOPIC); // not followed
   assert.equal(player.conversationId, 'conv-1');
   const heard = player.heartbeat.lastHeard;
-  player.checkHeartbeat(heard + 1000); // not yet silent long enough
+  player.checkHeartbeat(heard + 999); // not yet silent long enough (no float-equality edge)
   assert.deepEqual(lost, []);
-  player.checkHeartbeat(heard + 1000 + 1);
+  player.checkHeartbeat(heard + 1001);
   assert.deepEqual(lost, ['relay-1']);
   assert.equal(player.conversationId, null, 'the dead relay\'s conversation ended');
   player.onData(start('conv-3'), relay('relay-2'), client.ANIMATION_TOPIC);
   assert.equal(player.conversationId, 'conv-3', 'the next relay heard is followed');
   assert.equal(player.stats.relaysLost, 1);
+});
+
+test('AvatarPlayer: a page that stalled gives the relay one grace, not one per late wake-up', () => {
+  const player = new client.AvatarPlayer(new FakeRoom());
+  const relay = {
+    identity: 'relay-1', isAgent: true, attributes: { [client.ATTRIBUTE_ROLE]: client.ROLE_RELAY },
+  };
+  const start = encode({
+    v: 1, t: 'start', c: 'conv-1', s: 0, ts: 0, codec: client.ARKIT_CODEC, fps: 25, ch: ['jawOpen'],
+    sr: 48000, track: client.AUDIO_TRACK_NAME, at: 'track', la: 0,
+  });
+  const lost = [];
+  player.on('relayLost', (identity) => lost.push(identity));
+  player.onData(start, relay, client.ANIMATION_TOPIC);
+  const heard = player.heartbeat.lastHeard;
+  player.checkHeartbeat(heard + 100);
+  player.checkHeartbeat(heard + 1500); // the page ran nothing for 1.4 s: a grace, not a loss
+  assert.deepEqual(lost, []);
+  player.checkHeartbeat(heard + 1900); // late again, nothing heard since: no second grace
+  assert.deepEqual(lost, []); // within the grace (1500 - 500 + 1000 = 2000)
+  player.checkHeartbeat(heard + 2300); // late again: the dead relay is dropped now
+  assert.deepEqual(lost, ['relay-1']);
 });
