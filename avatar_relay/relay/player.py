@@ -587,20 +587,26 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
     def _add_audio_data(
         self, conv: Conversation, pb: _Playback, pcm: Int16Array | None, *, flush: bool
     ) -> None:
-        """Group 10 ms chunks into the 100 ms AudioData messages of audio transport data/both."""
+        """Group capture chunks into the 100 ms AudioData messages of audio transport data/both."""
         if pcm is not None:
             pb.data_parts.append(pcm)
         buffered = sum(len(p) for p in pb.data_parts)
         size = self.options.sample_rate * AUDIO_DATA_CHUNK_MS // 1000
         if not pb.data_parts or (buffered < size and not flush):
             return
-        data = np.concatenate(pb.data_parts)
+        pending = np.concatenate(pb.data_parts)
         pb.data_parts = []
-        msg = AudioData(conv.id, conv.next_seq(), pb.data_first, data.tobytes(), now_us())
-        # Worthless once its time has passed, like a late frame (bounds the publisher queue).
-        due = pb.pacer.due_time(pb.data_first)
-        pb.data_first += len(data)
-        self._publisher.send(msg, expires_at=None if due is None else due + 0.5)
+        # Exactly 100 ms per message whatever the capture chunk (40 ms chunks do not divide it);
+        # the remainder waits for the next chunk, or goes out as the last message on flush.
+        while len(pending) >= size or (flush and len(pending) > 0):
+            data, pending = pending[:size], pending[size:]
+            msg = AudioData(conv.id, conv.next_seq(), pb.data_first, data.tobytes(), now_us())
+            # Worthless once its time has passed, like a late frame (bounds the publisher queue).
+            due = pb.pacer.due_time(pb.data_first)
+            pb.data_first += len(data)
+            self._publisher.send(msg, expires_at=None if due is None else due + 0.5)
+        if len(pending):
+            pb.data_parts.append(pending)
 
     def _lookahead_ms(self, conv: Conversation) -> int:
         info = conv.motion_info
