@@ -296,9 +296,10 @@ class Conversation:
             self._append(silence)  # fed to the motion too: the face keeps time
 
     def _append(self, pcm: Int16Array) -> None:
+        # Each chunk views its own fresh AudioFrame and is never written: no copy per chunk.
         self._received += len(pcm)
         for frame in self._bytes.push(pcm.tobytes()):
-            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16).copy())
+            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16))
         self._feed_motion(pcm)
         self._changed.set()
 
@@ -307,7 +308,7 @@ class Conversation:
             return
         self._input_closed = True
         for frame in self._bytes.flush():
-            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16).copy())
+            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16))
         self._flush_motion()
         self._changed.set()
 

@@ -32,11 +32,16 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """caller -> (tokens, time of the last update)"""
 
+    def _tokens(self, caller: str, now: float) -> float:
+        """``caller``'s tokens at ``now``: what was left, refilled at the sustained rate."""
+        tokens, last = self._buckets.get(caller, (self._burst, now))
+        return min(self._burst, tokens + max(0.0, now - last) * self._rate)
+
     def allow(self, caller: str) -> bool:
         """Take one token from ``caller``'s bucket; False when it is empty (refuse the call)."""
         now = self._clock()
-        tokens, last = self._buckets.pop(caller, (self._burst, now))
-        tokens = min(self._burst, tokens + max(0.0, now - last) * self._rate)
+        tokens = self._tokens(caller, now)
+        self._buckets.pop(caller, None)  # re-inserted last: the most recently used
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
@@ -47,8 +52,7 @@ class RateLimiter:
 
     def retry_after(self, caller: str) -> float:
         """Seconds until ``caller`` may make its next request (0 when it may now)."""
-        tokens, last = self._buckets.get(caller, (self._burst, self._clock()))
-        tokens = min(self._burst, tokens + max(0.0, self._clock() - last) * self._rate)
+        tokens = self._tokens(caller, self._clock())
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
 
     def forget(self, caller: str) -> None:
