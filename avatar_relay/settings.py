@@ -67,6 +67,8 @@ class AgentSettings(_Section):
     rooms_per_core: float = Field(default=1.5, gt=0.0, le=1000.0)
     job_executor: Literal["process", "thread"] = "process"
     idle_processes: int | None = Field(default=None, ge=0, le=64)
+    ice_gathering: Literal["once", "continual"] = "once"
+    single_peer_connection: bool = True
 
 
 class AudioSettings(_Section):
