@@ -88,8 +88,8 @@ def route_room_events(room: rtc.Room) -> bool:
     try:
         from livekit.rtc._ffi_client import FfiClient
 
-        own_queue = room._ffi_queue  # type: ignore[attr-defined]
-        room_handle = int(room._ffi_handle.handle)  # type: ignore[attr-defined]
+        own_queue: Any = getattr(room, "_ffi_queue")  # noqa: B009 (private: guarded below)
+        room_handle = int(getattr(room, "_ffi_handle").handle)  # noqa: B009
         participant_handle = int(room.local_participant._ffi_handle.handle)
         narrowed = room_event_filter(room_handle, participant_handle)
         fan_out = FfiClient.instance.queue
