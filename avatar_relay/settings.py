@@ -64,8 +64,9 @@ class AgentSettings(_Section):
     load_threshold: float = Field(default=0.7, gt=0.0)
     failover: bool = True
     max_rooms: int = Field(default=0, ge=0, le=10_000)
-    rooms_per_core: float = Field(default=1.5, gt=0.0, le=1000.0)
-    job_executor: Literal["process", "thread"] = "process"
+    rooms_per_core: float | None = Field(default=None, gt=0.0, le=1000.0)
+    job_executor: Literal["shared", "process", "thread"] = "shared"
+    room_hosts: int = Field(default=0, ge=0, le=256)
     idle_processes: int | None = Field(default=None, ge=0, le=64)
     ice_gathering: Literal["once", "continual"] = "once"
     single_peer_connection: bool = True

@@ -16,20 +16,16 @@ import sys
 import tempfile
 from typing import Any
 
-from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, cli
 
-from .failover import Reconciler, RelayHeartbeat
-from .motion import motion_source_from_settings
-from .relay import RoomRelay
-from .relay.control import RelayControl
-from .relay.event_routing import route_room_events
+from .failover import Reconciler
+from .hosting.job import open_hosted_room
+from .hosting.pool import HostPool, current_pool, set_current_pool
+from .serving import RoomService, rtc_configuration
 from .settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("avatar_relay.worker")
 
-EMPTY_ROOM_GRACE_S = 5.0
-"""How long the relay stays after the last human participant left (they may reconnect)."""
 DRAIN_TIMEOUT_S = 2
 """On SIGTERM, how long jobs may end on their own before they are shut down.
 
@@ -38,75 +34,71 @@ this the jobs are closed, which ends the conversation playing with an Interrupt 
 """
 
 
-def rtc_configuration(settings: Settings) -> rtc.RtcConfiguration:
-    """ICE gathering once by default: a relay runs on a server whose networks do not change.
-
-    Continual gathering (the SDK's default) re-enumerates the host's networks and re-logs
-    every candidate through the SDK's log forwarding for the whole life of the room; on the
-    development VM that was 5 000 log events a second at 10 rooms (docs/BENCHMARKS.md).
-    """
-    policy = (
-        rtc.ContinualGatheringPolicy.GATHER_ONCE
-        if settings.agent.ice_gathering == "once"
-        else rtc.ContinualGatheringPolicy.GATHER_CONTINUALLY
-    )
-    return rtc.RtcConfiguration(continual_gathering_policy=policy)
-
-
 def _prewarm(proc: JobProcess) -> None:
     """Load settings (and fail fast) once per job process, before any room is joined."""
     proc.userdata["settings"] = load_settings()
 
 
+def _settings(ctx: JobContext) -> Settings:
+    settings: Settings | None = ctx.proc.userdata.get("settings")
+    return settings or load_settings()
+
+
 async def run_relay_job(ctx: JobContext) -> None:
     """Join the room, publish the avatar, serve control requests until the room empties."""
-    settings: Settings = ctx.proc.userdata.get("settings") or load_settings()
+    settings = _settings(ctx)
     await ctx.connect(
         auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE,
         rtc_config=rtc_configuration(settings),
         single_peer_connection=settings.agent.single_peer_connection,
     )
-    room = ctx.room
-    route_room_events(room)
-    relay = RoomRelay(
-        room=room, settings=settings, motion_source=motion_source_from_settings(settings)
-    )
-    control = RelayControl(
-        room=room,
-        relay=relay,
-        settings=settings,
-        motion_factory=lambda name: motion_source_from_settings(settings, name),
-    )
-    # Handlers first: the role attribute published by start() tells participants they may
-    # speak to us, and a WAV sent before the handler exists is dropped by the SDK.
-    control.register()
-    await relay.start()
-    # A source with a session to open (Spatius) opens it now, not at the first utterance.
-    relay.motion_source.prewarm(settings.audio.sample_rate)
-    heartbeat = RelayHeartbeat(room)
-    heartbeat.start()
+    service = RoomService(ctx.room, settings, on_empty=lambda: ctx.shutdown("room empty"))
+    await service.start()
+    ctx.proc.userdata[(_CLOSE_RELAY, ctx.job.id)] = service.aclose
+    ctx.add_shutdown_callback(service.aclose)  # in case the session-end hook did not run
 
+
+_CLOSE_RELAY = "avatar-relay.close"
+
+
+async def run_hosted_job(ctx: JobContext) -> None:
+    """Hand the room to one of the worker's room hosts; end the job when the room ends."""
+    hosted, socket_path = await open_hosted_room(ctx)
+    pool = current_pool()
     closed = False
 
-    async def _shutdown() -> None:
+    async def _close() -> None:
         nonlocal closed
         if closed:
             return
         closed = True
-        await heartbeat.aclose()
-        await control.aclose()
-        source = relay.motion_source
-        await relay.aclose()
-        await source.aclose()
-        logger.info("relay job ended", extra={"room": room.name})
+        await hosted.aclose()
+        pool.release(socket_path)
 
-    ctx.proc.userdata[(_CLOSE_RELAY, ctx.job.id)] = _shutdown
-    ctx.add_shutdown_callback(_shutdown)  # in case the session-end hook did not run
-    _shutdown_when_empty(ctx, room)
-    logger.info("relay job started", extra={"room": room.name, "pid": os.getpid()})
+    async def _end_with_room() -> None:
+        ctx.shutdown(await hosted.ended())
+
+    ctx.proc.userdata[(_CLOSE_RELAY, ctx.job.id)] = _close
+    ctx.proc.userdata[(_HOSTED_WATCH, ctx.job.id)] = asyncio.create_task(_end_with_room())
+    ctx.add_shutdown_callback(_close)
+    logger.info("room handed to a room host", extra={"room": ctx.job.room.name})
 
 
-_CLOSE_RELAY = "avatar-relay.close"
+_HOSTED_WATCH = "avatar-relay.hosted-watch"
+
+
+class _HostedJobNoise(logging.Filter):
+    """Drops livekit-agents' warnings that a hosted job never called ``ctx.connect()``.
+
+    By design: its room host joins the room as the job's participant.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("The room connection was not established")
+            or message.startswith("The job task completed without establishing a connection")
+        )
 
 
 async def _end_session(ctx: JobContext) -> None:
@@ -118,33 +110,9 @@ async def _end_session(ctx: JobContext) -> None:
     close = ctx.proc.userdata.pop((_CLOSE_RELAY, ctx.job.id), None)
     if close is not None:
         await close()
-
-
-def _humans(room: rtc.Room) -> list[rtc.RemoteParticipant]:
-    return [
-        p
-        for p in room.remote_participants.values()
-        if p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    ]
-
-
-def _shutdown_when_empty(ctx: JobContext, room: rtc.Room) -> None:
-    """End the job once no human participant has been in the room for a grace period."""
-    timer: asyncio.TimerHandle | None = None
-
-    def _check(*_: object) -> None:
-        nonlocal timer
-        if _humans(room):
-            if timer is not None:
-                timer.cancel()
-                timer = None
-        elif timer is None:
-            timer = asyncio.get_running_loop().call_later(
-                EMPTY_ROOM_GRACE_S, lambda: ctx.shutdown("room empty")
-            )
-
-    room.on("participant_connected", _check)
-    room.on("participant_disconnected", _check)
+    watch = ctx.proc.userdata.pop((_HOSTED_WATCH, ctx.job.id), None)
+    if watch is not None:
+        watch.cancel()
 
 
 class RelayServer(AgentServer):
@@ -162,10 +130,15 @@ class RelayServer(AgentServer):
         agent_name: str,
         failover: bool = True,
         owned_metrics_dir: str | None = None,
+        room_hosts: int = 0,
+        host_env: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._relay_agent_name = agent_name
+        self._room_hosts = room_hosts
+        self._host_env = host_env or {}
+        self._pool: HostPool | None = None
         self._reconciler: Reconciler | None = None
         self._owned_metrics_dir = owned_metrics_dir
         self._ran = False
@@ -186,8 +159,17 @@ class RelayServer(AgentServer):
         )
         self._reconciler.start()
 
+    @property
+    def host_pool(self) -> HostPool | None:
+        """The room hosts (``agent.job_executor = "shared"``), once the server runs."""
+        return self._pool
+
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         self._ran = True
+        if self._room_hosts and self._pool is None:
+            self._pool = HostPool(self._room_hosts, env=self._host_env)
+            await self._pool.start()
+            set_current_pool(self._pool)
         await super().run(devmode=devmode, unregistered=unregistered)
 
     async def aclose(self) -> None:
@@ -196,6 +178,9 @@ class RelayServer(AgentServer):
                 await self._reconciler.aclose()
             if self._ran:  # AgentServer.aclose() before run() fails on state run() sets up
                 await super().aclose()
+            if self._pool is not None:  # after the jobs: they close their rooms first
+                set_current_pool(None)
+                await self._pool.aclose()
         finally:
             if self._owned_metrics_dir is not None:
                 _remove_metrics_dir(self._owned_metrics_dir, os.getpid())
@@ -215,8 +200,25 @@ def capacity(settings: Settings) -> int:
     """
     if settings.agent.max_rooms:
         return settings.agent.max_rooms
+    per_core = settings.agent.rooms_per_core or ROOMS_PER_CORE[settings.agent.job_executor]
+    return max(1, int(_cpus() * per_core))
+
+
+ROOMS_PER_CORE = {"shared": 8.0, "process": 1.5, "thread": 1.0}
+"""Speaking rooms one core carries with no gap and no late frame, per job executor, as
+measured with bench/load.py (docs/BENCHMARKS.md); ``agent.rooms_per_core`` overrides it."""
+
+
+def _cpus() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, int((cpus or 1) * settings.agent.rooms_per_core))
+    return cpus or 1
+
+
+def room_hosts(settings: Settings) -> int:
+    """Room host processes of a shared worker: ``agent.room_hosts``, else one per CPU."""
+    if settings.agent.job_executor != "shared":
+        return 0
+    return settings.agent.room_hosts or _cpus()
 
 
 def build_server(settings: Settings) -> AgentServer:
@@ -239,10 +241,16 @@ def build_server(settings: Settings) -> AgentServer:
     extra: dict[str, Any] = {}
     if settings.agent.idle_processes is not None:
         extra["num_idle_processes"] = settings.agent.idle_processes
+    hosts = room_hosts(settings)
+    if hosts:
+        logging.getLogger("livekit.agents").addFilter(_HostedJobNoise())
     server = RelayServer(
         load_fnc=_rooms_load,
-        job_executor_type=JobExecutorType(settings.agent.job_executor),
+        # Hosted jobs only hold a link to their room host: a thread each is enough.
+        job_executor_type=JobExecutorType("thread" if hosts else settings.agent.job_executor),
         **extra,
+        room_hosts=hosts,
+        host_env={"PROMETHEUS_MULTIPROC_DIR": metrics_dir} if metrics_dir else {},
         agent_name=settings.agent.name,
         failover=settings.agent.failover,
         owned_metrics_dir=owned_dir,
@@ -254,7 +262,8 @@ def build_server(settings: Settings) -> AgentServer:
         prometheus_port=settings.agent.metrics_port,
         prometheus_multiproc_dir=metrics_dir,
     )
-    server.rtc_session(run_relay_job, agent_name=settings.agent.name, on_session_end=_end_session)
+    entry = run_hosted_job if hosts else run_relay_job
+    server.rtc_session(entry, agent_name=settings.agent.name, on_session_end=_end_session)
     return server
 
 

@@ -1,0 +1,160 @@
+"""A room host: the relays of many rooms on one event loop, in a process of its own.
+
+Why: each process that holds an rtc room pays the rtc runtime, its threads and an event loop;
+per room that was most of the relay's cost (docs/BENCHMARKS.md, "Cost per room"). A host
+serves every room a worker's jobs hand it (``agent.job_executor = "shared"``), and a worker
+runs a few hosts (``agent.room_hosts``, one per CPU by default) so one host's fault stays in
+its share of rooms.
+
+Containment: every room runs in its own task; an exception in one room ends that room only
+(its job ends, and the failover reconciler dispatches the room again). A host that dies ends
+only its own rooms' jobs; the worker starts a new host.
+
+Run by :class:`avatar_relay.hosting.pool.HostPool`: ``python -m avatar_relay.hosting.host
+--socket PATH``. It prints ``ready`` once it listens and exits when its stdin closes (the
+worker went away).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+
+from livekit import rtc
+
+from ..serving import RoomService, room_options
+from ..settings import Settings, SettingsError, load_settings
+from . import wire
+
+logger = logging.getLogger("avatar_relay.hosting")
+
+CONNECT_TIMEOUT_S = 20.0
+CLOSE_TIMEOUT_S = 5.0
+"""How long a room's service may take to end its conversation and withdraw its track."""
+
+
+class RoomHost:
+    """Serves one hosted room per accepted link (see :mod:`avatar_relay.hosting.wire`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._links: set[asyncio.Task[None]] = set()
+
+    @property
+    def rooms(self) -> int:
+        return len(self._links)
+
+    async def serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        try:
+            await self._host_room(reader, writer)
+        except Exception:
+            logger.exception("hosted room failed")
+        finally:
+            self._links.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _host_room(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await wire.receive(reader)
+        if request["op"] != "host" or not all(
+            isinstance(request.get(k), str) for k in ("url", "token")
+        ):
+            await wire.send(writer, {"op": "failed", "error": "expected a host request"})
+            return
+        room = rtc.Room()
+        ended = asyncio.get_running_loop().create_future()
+
+        def end(reason: str) -> None:
+            if not ended.done():
+                ended.set_result(reason)
+
+        room.on("disconnected", lambda *_: end("room disconnected"))
+        service: RoomService | None = None
+        try:
+            try:
+                await asyncio.wait_for(
+                    room.connect(request["url"], request["token"], room_options(self._settings)),
+                    CONNECT_TIMEOUT_S,
+                )
+                service = RoomService(room, self._settings, on_empty=lambda: end("room empty"))
+                await service.start()
+            except Exception as exc:
+                logger.warning("room not hosted: %r", exc)
+                await wire.send(writer, {"op": "failed", "error": repr(exc)})
+                return
+            await wire.send(writer, {"op": "started", "room": room.name})
+            link_task = asyncio.ensure_future(wire.receive(reader))
+            try:
+                await asyncio.wait([link_task, ended], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                link_task.cancel()
+            reason = ended.result() if ended.done() else "job closed the link"
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(service.aclose(), CLOSE_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await wire.send(writer, {"op": "ended", "reason": reason})
+        finally:
+            if service is not None:
+                await service.aclose()
+            with contextlib.suppress(Exception):
+                await room.disconnect()
+
+    async def aclose(self) -> None:
+        """End every hosted room (their jobs see the links close)."""
+        for task in list(self._links):
+            task.cancel()
+        await asyncio.gather(*self._links, return_exceptions=True)
+
+
+async def run_host(socket_path: str, settings: Settings) -> None:
+    """Serve links on ``socket_path`` until stdin closes."""
+    host = RoomHost(settings)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    server = await asyncio.start_unix_server(host.serve_link, path=socket_path, limit=wire.MAX_LINE)
+    loop = asyncio.get_running_loop()
+    stdin_closed = loop.create_future()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print("ready", flush=True)
+    logger.info("room host ready", extra={"pid": os.getpid(), "socket": socket_path})
+
+    async def _watch_stdin() -> None:
+        while await reader.read(4096):
+            pass
+        stdin_closed.set_result(None)
+
+    watch = asyncio.create_task(_watch_stdin())
+    try:
+        await stdin_closed
+    finally:
+        watch.cancel()
+        server.close()
+        await host.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m avatar_relay.hosting.host")
+    parser.add_argument("--socket", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"avatar-relay room host: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    asyncio.run(run_host(args.socket, settings))
+
+
+if __name__ == "__main__":
+    main()
