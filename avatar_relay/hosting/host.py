@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -143,11 +144,25 @@ async def run_host(socket_path: str, settings: Settings) -> None:
             os.unlink(socket_path)
 
 
+_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class _WithExtras(logging.Formatter):
+    """Appends a record's ``extra`` fields (room, pid ...) as JSON, as the worker's logs do."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        return f"{text} {json.dumps(extras, default=str)}" if extras else text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m avatar_relay.hosting.host")
     parser.add_argument("--socket", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_WithExtras("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     try:
         settings = load_settings()
     except SettingsError as exc:
