@@ -19,9 +19,16 @@ from avatar_relay.protocol.constants import ATTRIBUTE_ROLE
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-async def worker(livekit_server: LiveKitEndpoint) -> AsyncIterator[WorkerProcess]:
-    proc = WorkerProcess(livekit_server, log_path=LOG_DIR / "worker-e2e.log")
+@pytest.fixture(scope="module", params=["process", "shared"])
+async def worker(
+    livekit_server: LiveKitEndpoint, request: pytest.FixtureRequest
+) -> AsyncIterator[WorkerProcess]:
+    """The same worker journey with each room in a job process and in a shared room host."""
+    proc = WorkerProcess(
+        livekit_server,
+        env={"AVATAR_RELAY_AGENT__JOB_EXECUTOR": request.param},
+        log_path=LOG_DIR / f"worker-e2e-{request.param}.log",
+    )
     await proc.start()
     try:
         yield proc
