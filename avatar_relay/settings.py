@@ -74,8 +74,8 @@ class AgentSettings(_Section):
 
 class AudioSettings(_Section):
     sample_rate: int = 24000
-    queue_ms: int = Field(default=100, ge=20, le=2000)
-    chunk_ms: int = Field(default=40, ge=10, le=200)
+    queue_ms: int = Field(default=200, ge=20, le=2000)
+    chunk_ms: int = Field(default=100, ge=10, le=200)
     transport: Literal["track", "data", "both"] = "track"
 
     @field_validator("chunk_ms")
@@ -128,7 +128,7 @@ class MotionSettings(_Section):
 class RelaySettings(_Section):
     topic: str = Field(default=ANIMATION_TOPIC, min_length=1, max_length=128)
     idle_interval_ms: int = Field(default=200, ge=40, le=10_000)
-    frames_per_message: int = Field(default=2, ge=1, le=10)
+    frames_per_message: int = Field(default=5, ge=1, le=10)
     max_speak_audio_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_speak_text_chars: int = Field(default=2000, ge=1, le=100_000)
 

@@ -25,6 +25,7 @@ from virtual_time import run_virtual
 from avatar_relay.motion.base import MotionStreamEnd
 from avatar_relay.protocol import (
     AnimationFrames,
+    AudioData,
     AudioOnly,
     ConversationEnd,
     ConversationStart,
@@ -121,12 +122,15 @@ def test_a_conversation_goes_through_every_phase_once_with_exactly_timed_frames(
     run_virtual(main)
 
 
-def test_frames_sent_in_pairs_lead_with_an_exactly_timed_frame() -> None:
-    """Issue 11: two frames per message halve the sends; the first of each message still
-    leaves exactly with its audio (receivers time the conversation by it), none are lost."""
+@pytest.mark.parametrize("per_message", [2, 5])
+def test_frames_sent_n_per_message_lead_with_an_exactly_timed_frame(per_message: int) -> None:
+    """Issue 11 and "cost per room": n frames per message cut the sends n-fold (5 at 25 fps:
+    5 publish_data calls a second); the first of each message still leaves exactly with its
+    audio (receivers time the conversation by it), the others at most n - 1 frames early,
+    none are lost."""
 
     async def main() -> None:
-        rig = make_rig(frames_per_message=2)
+        rig = make_rig(frames_per_message=per_message)
         cid = await speak(rig, tone(1.0, 1000))
         await finished(rig, cid)
         start_at = rig.sink.first_time_of(1000)
@@ -134,11 +138,58 @@ def test_frames_sent_in_pairs_lead_with_an_exactly_timed_frame() -> None:
             s for s in rig.publisher.sent
             if isinstance(s.msg, AnimationFrames) and s.msg.conversation_id == cid
         ]  # fmt: skip
-        assert len(messages) <= 13
+        assert len(messages) == -(-25 // per_message)
         for sent in messages:
             due = start_at + sent.msg.first_frame * SAMPLES_PER_FRAME / RATE
             assert sent.at == pytest.approx(due, abs=1e-6)
+            assert len(sent.msg.frames) <= per_message
         assert [k for _, k in frames_of(rig, cid)] == list(range(25))
+        await rig.player.aclose()
+
+    run_virtual(main)
+
+
+def test_first_audio_does_not_wait_behind_queued_idle_silence() -> None:
+    """With 100 ms captures up to a chunk of idle silence is queued while nothing plays: a
+    conversation's start drops it, so its first sample leaves at once (not up to 110 ms
+    later), the track does not run dry, and the frames stay exactly timed."""
+
+    async def main() -> None:
+        rig = make_rig()
+        assert rig.player.options.chunk_ms == 100
+        # Idle silence is written at 0, 0.089, 0.189, ...: at 0.35 s 50 ms of it are queued.
+        await asyncio.sleep(0.35)
+        assert rig.sink.queued_seconds() > 0.03
+        t0 = asyncio.get_running_loop().time()
+        cid = await speak(rig, tone(1.0, 1000))
+        await finished(rig, cid)
+        start_at = rig.sink.first_time_of(1000)
+        assert start_at == pytest.approx(t0, abs=1e-3)
+        for at, k in frames_of(rig, cid):
+            assert at == pytest.approx(start_at + k * SAMPLES_PER_FRAME / RATE, abs=1e-6)
+        assert rig.sink.clears == 1
+        for prev, nxt in zip(rig.sink.writes, rig.sink.writes[1:], strict=False):
+            assert nxt.start == pytest.approx(prev.start + len(prev.pcm) / RATE, abs=1e-6)
+        await rig.player.aclose()
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize("chunk_ms", [30, 40, 100])
+def test_audio_as_data_goes_in_exactly_100_ms_messages_whatever_the_chunk(chunk_ms: int) -> None:
+    """Audio transport data: one AudioData message per 100 ms, back to back from sample 0,
+    the last one holding the rest, whether the capture chunks divide 100 ms or not."""
+
+    async def main() -> None:
+        rig = make_rig(transport="data", chunk_ms=chunk_ms)
+        pcm = tone(1.03, 1000)
+        cid = await speak(rig, pcm)
+        await finished(rig, cid)
+        audio = of(rig, AudioData, cid)
+        size = RATE // 10
+        assert [len(m.pcm) // 2 for m in audio] == [size] * 10 + [len(pcm) - 10 * size]
+        assert [m.first_sample for m in audio] == [i * size for i in range(11)]
+        assert b"".join(m.pcm for m in audio) == pcm.tobytes()
         await rig.player.aclose()
 
     run_virtual(main)
@@ -280,6 +331,9 @@ def test_defect8_back_to_back_conversations_put_exactly_their_audio_on_the_track
         # The track never ran dry between them: each write starts where the last one ended.
         for prev, nxt in zip(rig.sink.writes, rig.sink.writes[1:], strict=False):
             assert nxt.start == pytest.approx(prev.start + len(prev.pcm) / RATE, abs=1e-6)
+        # Only the idle silence ahead of the first was dropped: right behind the first, the
+        # sink is not cleared (the SDK may still hold the first's last 10 ms block).
+        assert rig.sink.clears == 1
         # In order on the wire: the first conversation ends before the second starts.
         order = [(type(s.msg), s.msg.conversation_id) for s in rig.publisher.sent
                  if isinstance(s.msg, ConversationStart | ConversationEnd)]  # fmt: skip
@@ -333,9 +387,16 @@ def test_interrupt_stops_audio_and_frames_at_once_and_reports_what_was_heard() -
         handle.end()
         queued = await speak(rig, tone(1.0, 2000))
         await asyncio.sleep(0.7)
+        cut_at = asyncio.get_running_loop().time()
         handle.interrupt()
         result = await handle.wait_for_playout()
         assert result.interrupted and 0.5 <= result.played_seconds <= 0.75
+        # The queue (up to 200 ms with 100 ms chunks) was cleared, not drained.
+        for w in rig.sink.writes:
+            if len(w.pcm) and w.pcm[0] == 1000:
+                assert w.start + len(w.pcm) / RATE <= cut_at + 1e-6
+        heard = int(np.count_nonzero(rig.sink.emitted() == 1000))
+        assert heard == round(result.played_seconds * RATE)
         assert of(rig, Interrupt, handle.id)
         await finished(rig, queued)  # the queued one still plays
         assert of(rig, ConversationEnd, queued)

@@ -45,8 +45,9 @@ def write_config(tmp_path: Path, text: str) -> Path:
 def test_defaults_come_from_default_toml() -> None:
     s = load_settings()
     assert s.agent.name == "avatar-relay"
-    assert s.audio.sample_rate == 24000 and s.audio.queue_ms == 100
-    assert s.audio.transport == "track"
+    assert s.audio.sample_rate == 24000 and s.audio.queue_ms == 200
+    assert s.audio.chunk_ms == 100 and s.audio.transport == "track"
+    assert s.relay.frames_per_message == 5
     assert s.motion.source == "embedded" and s.motion.lookahead_ms == 100
     assert s.relay.topic == ANIMATION_TOPIC
     assert not s.auth.allow_all and not s.auth.dev_mode
@@ -66,7 +67,7 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
     assert s.relay.topic == "custom.topic"
     assert s.agent.metrics_port == 12345
     # Keys not overridden keep their defaults.
-    assert s.audio.queue_ms == 100 and s.agent.name == "avatar-relay"
+    assert s.audio.queue_ms == 200 and s.agent.name == "avatar-relay"
 
 
 def test_config_file_overrides_defaults_and_env_overrides_file(
@@ -74,12 +75,12 @@ def test_config_file_overrides_defaults_and_env_overrides_file(
 ) -> None:
     path = write_config(
         tmp_path,
-        "[audio]\nsample_rate = 48000\nqueue_ms = 200\n[auth]\ndev_mode = true\nallow_all = true\n"
+        "[audio]\nsample_rate = 48000\nqueue_ms = 300\n[auth]\ndev_mode = true\nallow_all = true\n"
         '[motion]\nsource = "clapperboard"\n',
     )
     monkeypatch.setenv(CONFIG_PATH_ENV, str(path))
     s = load_settings()
-    assert s.audio.sample_rate == 48000 and s.audio.queue_ms == 200
+    assert s.audio.sample_rate == 48000 and s.audio.queue_ms == 300
     assert s.auth.dev_mode and s.auth.allow_all
     assert s.motion.source == "clapperboard"
     assert s.motion.lookahead_ms == 100  # untouched keys keep the default file's values

@@ -63,7 +63,8 @@ class AudioSink(abc.ABC):
 
     @abc.abstractmethod
     def clear(self) -> None:
-        """Drop everything queued at once (interrupt)."""
+        """Drop everything queued at once (an interrupt; the idle silence ahead of a
+        conversation's first audio)."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ SILENCE_SLACK_S = 0.001
 """Idle silence is topped up when this close to the low-water mark (no sub-ms wake-ups)."""
 UNDERRUN_MARGIN_S = 0.015
 """A playing conversation waits for its producer only while the sink has this much left."""
+TAIL_GUARD_S = 0.05
+"""The idle silence ahead of a conversation's first audio is dropped only when the previous
+conversation's audio left at least this long ago by the sink's timeline: the rtc SDK sends
+its queue in 10 ms blocks from its own thread, up to a block (plus thread jitter) behind."""
 
 
 class RelayClosedError(RuntimeError):
@@ -81,13 +86,16 @@ class PlayerOptions:
     It is also the heartbeat of an audio-only conversation (no frames, no idle messages), so it
     stays well under the receivers' 1 s heartbeat timeout."""
     idle_silence_s: float = 0.01
-    """Silence kept queued in the sink while nothing plays (receivers' clock keeps going)."""
+    """Silence is topped up (one chunk) when the sink holds no more than this while nothing
+    plays (receivers' clock keeps going). A conversation's first audio does not wait behind
+    it: what is queued is dropped when the conversation starts."""
     frames_per_message: int = 1
     """Frames sent together when ready: the first when its audio leaves, the others early.
     Each message is a round trip through the rtc SDK and a wake-up of the pacer."""
-    chunk_ms: int = 40
+    chunk_ms: int = 100
     """Audio goes into the sink in chunks of this length: each write is a round trip through
-    the rtc SDK, so larger chunks mean fewer wake-ups (a multiple of 10 ms)."""
+    the rtc SDK, so larger chunks mean fewer wake-ups (a multiple of 10 ms; 100 ms: 10
+    captures a second). Mirrors ``audio.chunk_ms``."""
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.sample_rate % 100:
@@ -167,6 +175,8 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         self._tasks = OwnedTasks(room_name)
         self._pump_atask: asyncio.Task[None] | None = None
         self._closed = False
+        self._audio_until = -math.inf
+        """When the last conversation that ended normally had left the sink, its whole audio."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -438,9 +448,10 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
     async def _keep_sink_fed(
         self, *waits: Awaitable[object], deadline: float | None = None
     ) -> None:
-        """Keep ~10-20 ms of silence queued in the sink until one of ``waits`` is done
-        (or ``deadline``): the sink never runs dry between or after conversations, so the
-        next conversation starts on a running track exactly as after an idle period."""
+        """Keep silence queued in the sink (topped up by one chunk when ~10 ms are left)
+        until one of ``waits`` is done (or ``deadline``): the sink never runs dry between or
+        after conversations, so the next conversation starts on a running track exactly as
+        after an idle period."""
         futures = [asyncio.ensure_future(w) for w in waits]
         low_water = self.options.idle_silence_s
         try:
@@ -521,6 +532,12 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
             if pcm is None:
                 break  # input closed and all of it played
             if not conv.started:
+                if self._clock() >= self._audio_until + TAIL_GUARD_S:
+                    # Only idle silence is queued: drop it, so the first audio does not wait
+                    # behind up to a chunk of it. The track keeps running: this chunk is
+                    # captured right after. (Right behind another conversation, its last
+                    # block may still be queued in the SDK: then the silence stays, a pause.)
+                    self._sink.clear()
                 # Positions count from the conversation's first sample, idle silence excluded.
                 self._sink.reset_position()
                 conv.start_playing()
@@ -560,6 +577,8 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
         conv.begin_ending()
         await self._close_motion(conv)  # a source that never ends must not linger
         ends_at = pb.pacer.due_time(position)
+        if ends_at is not None:
+            self._audio_until = ends_at
         await self._keep_sink_fed(conv.wait_interrupt_requested(), deadline=ends_at)
         if conv.interrupt_requested:
             await self._abort(conv)
@@ -577,6 +596,7 @@ class ConversationPlayer(rtc.EventEmitter[PlayerEvent]):
                 else (self._sink.anchor().position)
             )
             self._sink.clear()
+            self._audio_until = -math.inf  # none of its audio is left in the sink
             played = min(max(played, 0), pb.samples)
         conv.request_interrupt()
         if pb is not None and pb.pacer_atask is not None:
