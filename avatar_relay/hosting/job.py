@@ -32,7 +32,10 @@ class HostedRoomError(RuntimeError):
 def job_token(ctx: JobContext) -> str:
     """A token for the job's participant with the job token's claims, signed by this worker."""
     claims = ctx.token_claims()
-    token = api.AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
+    key, secret = os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")
+    if not key or not secret:
+        raise HostedRoomError("a shared worker needs LIVEKIT_API_KEY and LIVEKIT_API_SECRET set")
+    token = api.AccessToken(key, secret)
     token = token.with_identity(claims.identity).with_name(claims.name)
     if claims.kind:
         token = token.with_kind(claims.kind)  # type: ignore[arg-type]
@@ -101,7 +104,10 @@ async def open_hosted_room(ctx: JobContext) -> tuple[HostedRoom, str]:
         reader, writer = await asyncio.open_unix_connection(socket_path, limit=wire.MAX_LINE)
         hosted = HostedRoom(reader, writer)
         try:
-            await hosted.start(os.environ["LIVEKIT_URL"], job_token(ctx))
+            url = os.environ.get("LIVEKIT_URL")
+            if not url:
+                raise HostedRoomError("a shared worker needs LIVEKIT_URL set")
+            await hosted.start(url, job_token(ctx))
         except BaseException:
             await hosted.aclose()
             raise

@@ -53,9 +53,6 @@ class HostPool:
     def hosts(self) -> int:
         return len(self._hosts)
 
-    def pids(self) -> list[int]:
-        return [h.process.pid for h in self._hosts if h.process is not None and h.ready]
-
     async def start(self) -> None:
         """Start every host and wait until each listens."""
         await asyncio.gather(*(self._spawn(h) for h in self._hosts))
