@@ -13,7 +13,7 @@ delay. Data mode: audio arrives in AudioData messages and is played from the con
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,6 +39,7 @@ from avatar_relay.protocol import (
 )
 
 from .host_mode import BYTES_PER_SAMPLE, HostModeController, StateReason
+from .origin import OriginEstimator
 
 logger = logging.getLogger("avatar_relay.client")
 
@@ -127,13 +128,8 @@ class _Relayed:
     codec: ArkitU8Codec | None = None
     transport: AudioTransport = "track"
     source_rate: int | None = None
-    best_frame: tuple[float, int] | None = None
-    """(arrival, k) of the frame giving the earliest origin estimate."""
-    recent: deque[tuple[float, float, float | None]] = field(default_factory=deque)
-    """(arrival, origin estimate, relay-side estimate) of the frames that arrived in the last
-    re-anchor window. The relay-side estimate is ``sent_at - k / fps`` on the relay's clock."""
-    relay_best: float | None = None
-    """Earliest relay-side estimate of the current anchoring."""
+    timing: OriginEstimator = field(default_factory=OriginEstimator)
+    """When sample 0 left the relay, from the frames' arrivals."""
     start_arrival: float | None = None
     pending: dict[int, tuple[bytes, float]] = field(default_factory=dict)
     arrivals: dict[int, float] = field(default_factory=dict)
@@ -160,9 +156,8 @@ class _Relayed:
         message is sent when audio is captured, up to the relay's queue earlier, so it only
         anchors conversations without frames: audio-only ones, or after ``frame_wait``.
         """
-        if self.best_frame is not None:
-            arrival, k = self.best_frame
-            return arrival - k / self.fps + jitter
+        if self.timing.best is not None:
+            return self.timing.best + jitter
         if self.start_arrival is not None and (
             self.audio_only or now >= self.start_arrival + frame_wait
         ):
@@ -170,19 +165,12 @@ class _Relayed:
         return None
 
 
-REANCHOR_WINDOW_S = 0.5
-"""When every frame of this long a window says the relay fell behind, the mapping follows."""
-
-
 class PlayoutSync:
     """Relay conversations in, synchronized :class:`SyncedFrame` out.
 
     Timing evidence: each frame gives an estimate of when its conversation's sample 0 left the
-    relay (arrival - k / fps); the least-delayed one is the best. When the relay falls behind
-    (its process was not scheduled and its queue ran dry), its audio and frames leave later
-    from then on; every frame of the last :data:`REANCHOR_WINDOW_S` then gives a later
-    estimate, and the mapping moves to the least-delayed of them (re-anchoring), instead of
-    showing the picture ahead of the voice for the rest of the conversation.
+    relay (arrival - k / fps); the least-delayed one is the best, and it moves later when the
+    relay fell behind (re-anchoring, see :class:`OriginEstimator`).
     """
 
     def __init__(
@@ -376,37 +364,9 @@ class PlayoutSync:
         self._deliver(conv, msg.first_frame, msg.frames, arrival)
 
     def _note_timing(self, conv: _Relayed, arrival: float, k: int, sent_at_us: int) -> None:
-        """Keep the best origin estimate, and follow a relay that fell behind.
-
-        Arrivals alone cannot tell a relay that fell behind from a receiver whose own loop
-        was late, so the mapping moves later only as far as the relay's send times moved too.
-        """
-        estimate = arrival - k / conv.fps
-        relay = sent_at_us / 1e6 - k / conv.fps if sent_at_us > 0 else None
-        recent = conv.recent
-        recent.append((arrival, estimate, relay))
-        while recent[0][0] < arrival - REANCHOR_WINDOW_S:
-            recent.popleft()
-        if relay is not None and (conv.relay_best is None or relay < conv.relay_best):
-            conv.relay_best = relay
-        best = conv.best_frame
-        if best is None or estimate < best[0] - best[1] / conv.fps:
-            conv.best_frame = (arrival, k)
-            return
-        if conv.relay_best is None or arrival - recent[0][0] < REANCHOR_WINDOW_S * 0.8:
-            return  # not enough evidence yet
-        threshold = self._resync_samples / self._sr
-        moved = min(e for _, e, _ in recent) - (best[0] - best[1] / conv.fps)
-        relay_values = [r for _, _, r in recent if r is not None]
-        if moved <= threshold or len(relay_values) < len(recent):
-            return
-        relay_moved = min(relay_values) - conv.relay_best
-        if relay_moved <= threshold:
-            return  # the relay kept time: the delay is on the way or at this receiver
-        shift = min(moved, relay_moved)
-        conv.best_frame = (best[0] - best[1] / conv.fps + shift, 0)
-        conv.relay_best += shift
-        self.stats.reanchors += 1
+        sent_at = sent_at_us / 1e6 if sent_at_us > 0 else None
+        if conv.timing.on_frames(arrival, k / conv.fps, sent_at):
+            self.stats.reanchors += 1
 
     def _deliver(
         self, conv: _Relayed, first: int, frames: tuple[bytes, ...] | list[bytes], arrival: float
@@ -430,7 +390,7 @@ class PlayoutSync:
         elif conv.local_cid is not None and conv.fed >= conv.total:
             self._close_local(conv)
             conv.done = True
-        elif conv.local_cid is None and conv.best_frame is None and conv.start_arrival is None:
+        elif conv.local_cid is None and conv.timing.best is None and conv.start_arrival is None:
             conv.done = True  # joined at its very end: nothing to play
 
     def _on_interrupt(self, conv: _Relayed) -> None:

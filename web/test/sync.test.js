@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ConversationClock, DEFAULT_JITTER_DELAY_MS, REANCHOR_WINDOW_MS, JitterDelayEstimator, inboundAudioStats } from '../src/sync/playout_clock.js';
+import { ConversationClock, DEFAULT_JITTER_DELAY_MS, REANCHOR_AFTER_MS, JitterDelayEstimator, inboundAudioStats } from '../src/sync/playout_clock.js';
 import { AvatarReceiver } from '../src/receiver.js';
 
 test('the start is the least-delayed arrival minus the frame time, plus the playout delay', () => {
@@ -58,8 +58,31 @@ test('a relay that fell behind is followed within 1 s; jitter alone never moves 
   assert.equal(clock.reanchors, 1);
   assert.ok(Math.abs(clock.startMs(0) - (1000 + stallMs)) <= 20, `start ${clock.startMs(0)}`);
   assert.ok(lastEarlyMs - resumeMs <= 1000, `early until ${lastEarlyMs - resumeMs} ms after resume`);
-  assert.ok(REANCHOR_WINDOW_MS < 1000);
+  assert.ok(REANCHOR_AFTER_MS < 1000);
 });
+
+// The evidence was a sliding 500 ms window that had to span 400 ms: with 5 or 8 frames per
+// message (one message every 167-320 ms) it waited on jitter, or never filled at all.
+for (const [fps, perMessage] of [[25, 2], [25, 5], [30, 5], [30, 8]]) {
+  test(`a stalled relay is followed within 1 s at ${fps} fps, ${perMessage} frames per message`, () => {
+    const frameMs = 1000 / fps;
+    const clock = new ConversationClock(fps);
+    const send = (k, sendMs, n) => clock.onFrames(k, sendMs + 30 + ((n * 7919) % 13), (5e6 + sendMs) * 1000);
+    let k = 0;
+    let n = 0;
+    for (; k * frameMs < 3000; k += perMessage, n++) send(k, k * frameMs, n);
+    const resumeMs = k * frameMs + 300;
+    let reanchoredMs = null;
+    for (; k * frameMs < 6000; k += perMessage, n++) {
+      const sendMs = Math.max(k * frameMs + 300, resumeMs);
+      send(k, sendMs, n);
+      if (reanchoredMs === null && clock.reanchors > 0) reanchoredMs = sendMs;
+    }
+    assert.equal(clock.reanchors, 1);
+    assert.ok(reanchoredMs - resumeMs <= 800, `re-anchored ${reanchoredMs - resumeMs} ms after resume`);
+    assert.ok(Math.abs(clock.startMs(0) - 330) <= 20, `start ${clock.startMs(0)}`);
+  });
+}
 
 test('jitter-buffer delay is the delta ratio of the cumulative counters', () => {
   const j = new JitterDelayEstimator();

@@ -27,14 +27,15 @@
 // Re-anchoring: when the relay falls behind (its process was not scheduled, its queue ran dry)
 // its audio and its frames both leave later from then on, so base moves *later*. The minimum
 // alone would never follow and the picture would run ahead of the voice for the rest of the
-// conversation. So when every frame of the last REANCHOR_WINDOW_MS gives a base later than the
-// current one by more than REANCHOR_THRESHOLD_MS, base moves later. Arrivals alone cannot tell
-// a relay that fell behind from a page that was busy, so base moves only as far as the relay's
-// own send times (the messages' sentAtUs minus k / fps) moved too.
+// conversation. So once every message for REANCHOR_AFTER_MS said that base is later than the
+// current one by more than REANCHOR_THRESHOLD_MS, base moves later. The evidence is a run of
+// consecutive messages, not a sliding window (a 200 ms message cadence can leave a window one
+// message short of full for ever). Arrivals alone cannot tell a relay that fell behind from a
+// page that was busy, so base moves only as far as the relay's own send times (the messages' sentAtUs minus k / fps) moved too.
 
 export const DEFAULT_JITTER_DELAY_MS = 40;
 export const SENDER_PACKETIZATION_MS = 20;
-export const REANCHOR_WINDOW_MS = 500;
+export const REANCHOR_AFTER_MS = 400;
 export const REANCHOR_THRESHOLD_MS = 15;
 
 export class ConversationClock {
@@ -43,7 +44,9 @@ export class ConversationClock {
     this.fps = fps;
     this.baseMs = null;
     this.provisionalMs = null;
-    this.recent = []; // [arrivalMs, base, relayBase] of the frames of the last window
+    this.laterSinceMs = null; // arrival of the first message of the current "later" run
+    this.laterMinMs = 0; // least base of that run
+    this.laterRelayMinMs = 0; // least relay-side base of that run
     this.relayBaseMs = null; // least relay-side base (sentAt - k / fps) of the current anchoring
     this.reanchors = 0;
   }
@@ -61,25 +64,33 @@ export class ConversationClock {
     const frameMs = (firstFrame * 1000) / this.fps;
     const base = arrivalMs - frameMs;
     const relay = sentAtUs > 0 ? sentAtUs / 1000 - frameMs : null;
-    const recent = this.recent;
-    recent.push([arrivalMs, base, relay]);
-    while (recent[0][0] < arrivalMs - REANCHOR_WINDOW_MS) recent.shift();
     if (relay !== null && (this.relayBaseMs === null || relay < this.relayBaseMs)) {
       this.relayBaseMs = relay;
     }
     if (this.baseMs === null || base < this.baseMs) {
       this.baseMs = base;
+      this.laterSinceMs = null;
       return;
     }
-    // Enough evidence: the window is (nearly) full, and all of it says "later".
-    if (this.relayBaseMs === null || arrivalMs - recent[0][0] < REANCHOR_WINDOW_MS * 0.8) return;
-    if (recent.some((r) => r[2] === null)) return;
-    const moved = Math.min(...recent.map((r) => r[1])) - this.baseMs;
-    const relayMoved = Math.min(...recent.map((r) => r[2])) - this.relayBaseMs;
-    if (moved <= REANCHOR_THRESHOLD_MS || relayMoved <= REANCHOR_THRESHOLD_MS) return;
-    const shift = Math.min(moved, relayMoved);
+    if (relay === null || this.relayBaseMs === null
+        || base - this.baseMs <= REANCHOR_THRESHOLD_MS
+        || relay - this.relayBaseMs <= REANCHOR_THRESHOLD_MS) {
+      this.laterSinceMs = null; // on time (or unknowable): the run is broken
+      return;
+    }
+    if (this.laterSinceMs === null) {
+      this.laterSinceMs = arrivalMs;
+      this.laterMinMs = base;
+      this.laterRelayMinMs = relay;
+    } else {
+      this.laterMinMs = Math.min(this.laterMinMs, base);
+      this.laterRelayMinMs = Math.min(this.laterRelayMinMs, relay);
+    }
+    if (arrivalMs - this.laterSinceMs < REANCHOR_AFTER_MS) return;
+    const shift = Math.min(this.laterMinMs - this.baseMs, this.laterRelayMinMs - this.relayBaseMs);
     this.baseMs += shift;
     this.relayBaseMs += shift;
+    this.laterSinceMs = null;
     this.reanchors += 1;
   }
 
