@@ -21,6 +21,7 @@ from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorTy
 from .failover import Reconciler
 from .hosting.job import open_hosted_room
 from .hosting.pool import HostPool, current_pool, set_current_pool
+from .rtc_logs import stop_forwarding_rtc_logs
 from .serving import RoomService, rtc_configuration
 from .settings import Settings, SettingsError, load_settings
 
@@ -37,6 +38,7 @@ this the jobs are closed, which ends the conversation playing with an Interrupt 
 def _prewarm(proc: JobProcess) -> None:
     """Load settings (and fail fast) once per job process, before any room is joined."""
     proc.userdata["settings"] = load_settings()
+    stop_forwarding_rtc_logs()
 
 
 def _settings(ctx: JobContext) -> Settings:

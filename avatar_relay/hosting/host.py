@@ -27,6 +27,7 @@ import sys
 
 from livekit import rtc
 
+from ..rtc_logs import stop_forwarding_rtc_logs
 from ..serving import RoomService, room_options
 from ..settings import Settings, SettingsError, load_settings
 from . import wire
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"avatar-relay room host: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    stop_forwarding_rtc_logs()
     asyncio.run(run_host(args.socket, settings))
 
 
