@@ -177,8 +177,8 @@ class EmbeddedMotionStream(MotionStream):
         weights[:, CH["browInnerUp"]] += 0.2 * expressive
         weights[:, CH["browOuterUpLeft"]] += 0.12 * expressive
         weights[:, CH["browOuterUpRight"]] += 0.12 * expressive
-        for i in range(count):
-            self._queue.put(MotionFrame(k0 + i, self._codec.encode(weights[i])))
+        for i, payload in enumerate(self._codec.encode_rows(weights)):
+            self._queue.put(MotionFrame(k0 + i, payload))
         self._frames_out += count
         keep = self._frames_out * self._spf + self._lead
         if self._recognizer is not None:
