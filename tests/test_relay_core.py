@@ -6,6 +6,7 @@ Each regression test names the review defect of issue 13 it pins down.
 from __future__ import annotations
 
 import asyncio
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ from avatar_relay.relay import (
     Phase,
     PhaseChanged,
 )
-from avatar_relay.relay.control import speak_pcm
+from avatar_relay.relay.control import SPEAK_AHEAD_S, SPEAK_PIECE_S, speak_pcm
 from avatar_relay.relay.conversation import Conversation
 from avatar_relay.relay.interfaces import EmissionAnchor
 from avatar_relay.relay.metrics import RelayMetrics
@@ -483,3 +484,37 @@ class TestDefect7SpeakPcmNeverLeavesAConversationOpen:
             await rig.player.aclose()
 
         run_virtual(main)
+
+
+def test_complete_audio_feeds_the_motion_source_at_playback_pace() -> None:
+    """Issue 11, item 5: speak_pcm handed a whole WAV to the motion source within a few loop
+    turns (144 ms of loop time for 120 s of audio), stalling every room of the process. Now
+    no more than SPEAK_AHEAD_S (plus a piece) is ever pushed ahead of what has played."""
+
+    async def main() -> None:
+        rig = make_rig()
+        loop = asyncio.get_running_loop()
+        pushes: list[tuple[float, int]] = []  # (time, samples pushed so far)
+        original = FakeStream.push_audio
+
+        def recording(stream: FakeStream, pcm: bytes) -> None:
+            original(stream, pcm)
+            pushes.append((loop.time(), stream._samples))
+
+        def played(at: float) -> int:
+            return sum(
+                min(len(w.pcm), max(0, round((at - w.start) * RATE))) for w in rig.sink.writes
+            )
+
+        with mock.patch.object(FakeStream, "push_audio", recording):
+            handle = await speak_pcm(rig.player, Pcm(tone(30.0, 1000), RATE))
+            result = await handle.wait_for_playout()
+        assert not result.interrupted
+        assert of(rig, ConversationEnd, handle.id)[0].audio_samples == 30 * RATE
+        bound = (SPEAK_AHEAD_S + SPEAK_PIECE_S + 0.2) * RATE  # + the sink's queue and a chunk
+        ahead = max(total - played(at) for at, total in pushes)
+        assert ahead <= bound, f"{ahead / RATE:.1f} s pushed ahead of playback"
+        assert pushes[-1][0] - pushes[0][0] > 25.0  # fed while it played, not all at once
+        await rig.player.aclose()
+
+    run_virtual(main)

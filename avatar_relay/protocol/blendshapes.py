@@ -81,7 +81,10 @@ class ArkitU8Codec:
         # and this runs for every frame of every speaking room.
         w = np.where(np.isnan(w), np.float32(0.0), w)
         clipped = np.minimum(np.maximum(w, self._lo), np.float32(1.0))
-        return np.rint((clipped + self._offset) * self._scale).astype(np.uint8)
+        quantized: npt.NDArray[np.uint8] = np.rint((clipped + self._offset) * self._scale).astype(
+            np.uint8
+        )
+        return quantized
 
     def decode(self, payload: bytes) -> npt.NDArray[np.float32]:
         """Decode one frame back to float weights (exact to 1/255, or 1/127.5 for head pose)."""

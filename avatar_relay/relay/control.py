@@ -39,6 +39,9 @@ MotionFactory = Callable[[str], MotionSource]
 SPEAK_PIECE_S = 0.5
 """Complete audio is fed to a conversation in pieces this long, yielding in between, so a
 long WAV never holds the event loop (and the audio of what is playing) for long."""
+SPEAK_AHEAD_S = 2.0
+"""Complete audio is fed this far ahead of playback: more than any motion source's lookahead
+(at most 500 ms) plus a piece, little enough that no loop turn computes a file's motion."""
 
 
 async def speak_pcm(relay: RoomRelay | ConversationPlayer, pcm: Pcm) -> ConversationHandle:
@@ -52,6 +55,9 @@ async def speak_pcm(relay: RoomRelay | ConversationPlayer, pcm: Pcm) -> Conversa
     )
     async with await relay.open_conversation() as handle:
         for frame in [*pieces.push(pcm.samples.tobytes()), *pieces.flush()]:
+            # At playback pace: never more than SPEAK_AHEAD_S waits, so the motion source
+            # works as the audio plays, not on the whole file at once (issue 11, item 5).
+            await handle.wait_queued_below(SPEAK_AHEAD_S)
             handle.push_frame(frame)
             await asyncio.sleep(0)  # let the pump and the pacer run between pieces
     return handle

@@ -145,6 +145,9 @@ class Conversation:
         # audio input, framed into whole chunks
         self._bytes = AudioByteStream(sample_rate, 1, samples_per_channel=self.chunk)
         self._chunks: deque[Int16Array] = deque()
+        self._queued = 0
+        """Samples pushed and not yet taken by the player."""
+        self._taken = asyncio.Event()
         self._input_closed = False
         self._received = 0
         self._padded = 0
@@ -203,6 +206,7 @@ class Conversation:
             self._motion_settled.set()
             self._frames_changed.set()
             self._changed.set()
+            self._taken.set()
         self._on_event(self, PhaseChanged(self.id, old, new, self._clock(), self._played_seconds))
         if new in _FINAL and not self.result.done():
             interrupted = new is Phase.INTERRUPTED
@@ -230,6 +234,7 @@ class Conversation:
         self._interrupt_requested = True
         self._motion_settled.set()
         self._changed.set()
+        self._taken.set()
         self._frames_changed.set()
 
     async def wait_interrupt_requested(self) -> None:
@@ -299,7 +304,7 @@ class Conversation:
         # Each chunk views its own fresh AudioFrame and is never written: no copy per chunk.
         self._received += len(pcm)
         for frame in self._bytes.push(pcm.tobytes()):
-            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16))
+            self._queue_chunk(np.frombuffer(frame.data, dtype=np.int16))
         self._feed_motion(pcm)
         self._changed.set()
 
@@ -308,13 +313,39 @@ class Conversation:
             return
         self._input_closed = True
         for frame in self._bytes.flush():
-            self._chunks.append(np.frombuffer(frame.data, dtype=np.int16))
+            self._queue_chunk(np.frombuffer(frame.data, dtype=np.int16))
         self._flush_motion()
         self._changed.set()
 
+    def _queue_chunk(self, chunk: Int16Array) -> None:
+        self._chunks.append(chunk)
+        self._queued += len(chunk)
+
     def take_chunk(self) -> Int16Array | None:
         """The next whole chunk (the last one may be shorter), or None if none is ready."""
-        return self._chunks.popleft() if self._chunks else None
+        if not self._chunks:
+            return None
+        chunk = self._chunks.popleft()
+        self._queued -= len(chunk)
+        self._taken.set()
+        return chunk
+
+    @property
+    def queued_samples(self) -> int:
+        """Audio pushed and not yet taken by the player."""
+        return self._queued
+
+    async def wait_queued_below(self, samples: int) -> None:
+        """Wait until fewer than ``samples`` wait to be played, or no more will be taken.
+
+        Lets a producer that holds all of its audio feed at playback pace, so that the motion
+        source works while the audio plays instead of on all of it at once (issue 11, item 5).
+        """
+        while self._queued >= samples and not (
+            self.done or self._interrupt_requested or self._input_closed
+        ):
+            self._taken.clear()
+            await self._taken.wait()
 
     async def wait_for_input(self, total_samples: int, timeout: float | None) -> bool:
         """Wait until ``total_samples`` were received, input closed or interrupt requested.

@@ -64,6 +64,15 @@ class ConversationHandle:
         for out in self._resampler.push(mono):
             self.push_pcm(np.frombuffer(out.data, dtype=np.int16).copy())
 
+    async def wait_queued_below(self, seconds: float) -> None:
+        """Wait until less than ``seconds`` of the pushed audio waits to be played.
+
+        For producers that hold their audio already (a file, a finished synthesis): pushing
+        it all at once makes the motion source compute every frame in one go, on the loop
+        that paces every room of the process.
+        """
+        await self._conv.wait_queued_below(max(1, round(seconds * self._rate)))
+
     def end(self) -> None:
         """No more audio: the conversation ends after what was pushed has played."""
         if self._resampler is not None:
