@@ -135,6 +135,7 @@ async def listen(args: argparse.Namespace) -> None:
                for a in rec.chunk_audio]  # fmt: skip
         loud = [i for i, r in enumerate(rms) if r >= GAP_RMS]
         gap_chunks: list[int] = []
+        gap_starts: list[int] = []
         run = 0
         if loud:
             for i in range(loud[0], loud[-1] + 1):
@@ -142,6 +143,7 @@ async def listen(args: argparse.Namespace) -> None:
                     run += 1
                 elif run:
                     gap_chunks.append(run)
+                    gap_starts.append(i - run - loud[0])
                     run = 0
         chunk_ms = 1000 * len(rec.chunk_audio[0]) / rec.sample_rate if rec.chunk_audio else 10
         heard = heard_onsets(rec)
@@ -164,6 +166,7 @@ async def listen(args: argparse.Namespace) -> None:
                 "gaps": len(gap_chunks),
                 "gap_ms": sum(gap_chunks) * chunk_ms,
                 "longest_gap_ms": max(gap_chunks, default=0) * chunk_ms,
+                "gaps_at_s": [round(g * chunk_ms / 1000, 2) for g in gap_starts],
                 "markers": len(offsets),
                 "offsets": offsets,
                 "lateness": lateness,
@@ -294,12 +297,17 @@ async def scenario(
         await asyncio.sleep(max(args.seconds - WARMUP_S - TAIL_S, 1.0))
         procs = tree(worker.pid or 0)
         w1, s1, t1 = cpu_snapshot(procs), cpu_snapshot([server]), time.monotonic()
-        uss, pss, count = memory(procs)
         async with asyncio.timeout(args.seconds * 3 + 120):
             while not (line := (await listener.stdout.readline()).decode()).startswith("result"):
                 if not line:
                     raise RuntimeError("listener exited without a result")
         results = json.loads(line.split(" ", 1)[1])
+        # Rooms still joined; read after the speech because reading PSS walks the processes'
+        # page tables under their memory-map lock, which stalled the relay mid-speech.
+        uss, pss, count = memory(procs)
+        if args.verbose:
+            for r in results:
+                print(f"  {r['room']}: gaps at s {r['gaps_at_s']}", flush=True)
     finally:
         if listener.returncode is None:
             listener.kill()
@@ -392,6 +400,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.8)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the worker")
     parser.add_argument("--worker-log", default="/tmp/avatar-relay-load-worker.log")
+    parser.add_argument("--verbose", action="store_true", help="print where the gaps were")
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--api-key", help=argparse.SUPPRESS)
