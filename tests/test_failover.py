@@ -27,9 +27,14 @@ WORKER_ENV = {"AVATAR_RELAY_AGENT__MAX_ROOMS": "8"}
 refuse every job (the lost-dispatch problem the reconciler reports)."""
 
 
-async def start_workers(endpoint: LiveKitEndpoint, n: int, tag: str) -> list[WorkerProcess]:
+async def start_workers(
+    endpoint: LiveKitEndpoint, n: int, tag: str, *, executor: str | None = None
+) -> list[WorkerProcess]:
+    env = dict(WORKER_ENV)
+    if executor is not None:
+        env["AVATAR_RELAY_AGENT__JOB_EXECUTOR"] = executor
     workers = [
-        WorkerProcess(endpoint, env=WORKER_ENV, log_path=LOG_DIR / f"worker-failover-{tag}-{i}.log")
+        WorkerProcess(endpoint, env=env, log_path=LOG_DIR / f"worker-failover-{tag}-{i}.log")
         for i in range(n)
     ]
     await asyncio.gather(*(w.start() for w in workers))
@@ -109,11 +114,15 @@ async def test_job_sigkill_brings_a_new_relay_within_10s(
         await receiver.aclose()
 
 
+@pytest.mark.parametrize("executor", ["process", "shared"])
 async def test_worker_sigkill_every_room_gets_its_avatar_back_within_10s(
-    livekit_server: LiveKitEndpoint,
-    join_room: JoinRoom,
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, executor: str
 ) -> None:
-    workers = await start_workers(livekit_server, 2, "kill")
+    """Shared executor, regression: the killed worker's room hosts left its rooms cleanly, so
+    no stale heartbeat was left, and the other worker's reconciler, which had never seen those
+    relays, waited out its 6 s start grace plus a dispatch. The hosts now dispatch the rooms
+    again as they leave them."""
+    workers = await start_workers(livekit_server, 2, f"kill-{executor}", executor=executor)
     try:
         rooms = [f"wk-{i}-{time.monotonic_ns() % 10**8}" for i in range(3)]
         viewers = [await join_room(r, "viewer", attributes=CONTROLLER) for r in rooms]

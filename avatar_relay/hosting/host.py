@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 
-from livekit import rtc
+from livekit import api, rtc
 
 from ..rtc_logs import stop_forwarding_rtc_logs
 from ..serving import RoomService, room_options
@@ -37,6 +37,8 @@ logger = logging.getLogger("avatar_relay.hosting")
 CONNECT_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 5.0
 """How long a room's service may take to end its conversation and withdraw its track."""
+HAND_BACK_TIMEOUT_S = 5.0
+"""How long dispatching a room again (its worker died) may take before the host leaves it."""
 
 
 class RoomHost:
@@ -45,6 +47,7 @@ class RoomHost:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._links: set[asyncio.Task[None]] = set()
+        self._worker_gone = False
 
     @property
     def rooms(self) -> int:
@@ -80,6 +83,7 @@ class RoomHost:
 
         room.on("disconnected", lambda *_: end("room disconnected"))
         service: RoomService | None = None
+        orphaned = False
         try:
             try:
                 await asyncio.wait_for(
@@ -96,8 +100,13 @@ class RoomHost:
             link_task = asyncio.ensure_future(wire.receive(reader))
             try:
                 await asyncio.wait([link_task, ended], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                orphaned = self._worker_gone
+                raise
             finally:
                 link_task.cancel()
+            if not ended.done() and link_task.exception() is not None:
+                orphaned = True  # the link broke without a close: its job is gone
             reason = ended.result() if ended.done() else "job closed the link"
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(service.aclose(), CLOSE_TIMEOUT_S)
@@ -106,11 +115,41 @@ class RoomHost:
         finally:
             if service is not None:
                 await service.aclose()
+            if orphaned and self._settings.agent.failover:
+                await self._hand_back(room, request["url"])
             with contextlib.suppress(Exception):
                 await room.disconnect()
 
-    async def aclose(self) -> None:
-        """End every hosted room (their jobs see the links close)."""
+    async def _hand_back(self, room: rtc.Room, url: str) -> None:
+        """The job that held ``room`` died with its worker: dispatch the room again now.
+
+        Otherwise the room would wait for the other workers' reconcilers, which wait 6 s for
+        a relay they never saw (a relay seen alive is replaced within ~3 s of its heartbeat
+        stopping; one that leaves cleanly leaves no stale heartbeat behind).
+        """
+        if not room.isconnected() or not any(
+            p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            for p in room.remote_participants.values()
+        ):
+            return  # nobody to serve
+        name = room.name
+        try:
+            async with asyncio.timeout(HAND_BACK_TIMEOUT_S), api.LiveKitAPI(url) as lk:
+                await lk.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name=self._settings.agent.name, room=name)
+                )
+        except Exception as exc:
+            logger.warning("room not handed back: %r", exc, extra={"room": name})
+            return
+        logger.warning("worker gone; room dispatched again", extra={"room": name})
+
+    async def aclose(self, *, worker_gone: bool = False) -> None:
+        """End every hosted room (their jobs see the links close).
+
+        ``worker_gone``: the worker died, so its rooms are dispatched again before they are
+        left (when failover is on and someone is still in them).
+        """
+        self._worker_gone = worker_gone
         for task in list(self._links):
             task.cancel()
         await asyncio.gather(*self._links, return_exceptions=True)
@@ -140,7 +179,7 @@ async def run_host(socket_path: str, settings: Settings) -> None:
     finally:
         watch.cancel()
         server.close()
-        await host.aclose()
+        await host.aclose(worker_gone=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
 
