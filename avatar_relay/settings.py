@@ -65,7 +65,7 @@ class AgentSettings(_Section):
     failover: bool = True
     max_rooms: int = Field(default=0, ge=0, le=10_000)
     rooms_per_core: float | None = Field(default=None, gt=0.0, le=1000.0)
-    job_executor: Literal["shared", "process", "thread"] = "process"
+    job_executor: Literal["shared", "process", "thread"] = "shared"
     room_hosts: int = Field(default=0, ge=0, le=256)
     idle_processes: int | None = Field(default=None, ge=0, le=64)
     ice_gathering: Literal["once", "continual"] = "once"

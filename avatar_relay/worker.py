@@ -181,10 +181,20 @@ class RelayServer(AgentServer):
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         self._ran = True
         if self._room_hosts and self._pool is None:
+            self._export_credentials()
             self._pool = HostPool(self._room_hosts, env=self._host_env)
             await self._pool.start()
             set_current_pool(self._pool)
         await super().run(devmode=devmode, unregistered=unregistered)
+
+    def _export_credentials(self) -> None:
+        """Give the room hosts the server's URL and keys (they dispatch the rooms of a dead
+        worker again), the way ``AgentServer.run`` exports them for its job processes a moment
+        later; given as CLI flags they would otherwise not reach the hosts."""
+        for env, attr in _CREDENTIALS:
+            value = getattr(self, attr, None)  # livekit-agents' resolved options
+            if isinstance(value, str) and value:
+                os.environ[env] = value
 
     async def aclose(self) -> None:
         try:
@@ -198,6 +208,13 @@ class RelayServer(AgentServer):
         finally:
             if self._owned_metrics_dir is not None:
                 _remove_metrics_dir(self._owned_metrics_dir, os.getpid())
+
+
+_CREDENTIALS = (
+    ("LIVEKIT_URL", "_ws_url"),
+    ("LIVEKIT_API_KEY", "_api_key"),
+    ("LIVEKIT_API_SECRET", "_api_secret"),
+)
 
 
 def _remove_metrics_dir(path: str, owner_pid: int) -> None:
@@ -229,10 +246,15 @@ def _cpus() -> int:
 
 
 def room_hosts(settings: Settings) -> int:
-    """Room host processes of a shared worker: ``agent.room_hosts``, else one per CPU."""
+    """Room host processes of a shared worker: ``agent.room_hosts``, else one per two CPUs.
+
+    A host's native media threads (Opus, network, the rtc runtime) use every core; its one
+    event loop is not the limit at 20 speaking rooms, and each host costs its own runtime
+    (bench/load.py: 20 rooms took 0.89-1.0 core with one host, 1.0-1.13 with two).
+    """
     if settings.agent.job_executor != "shared":
         return 0
-    return settings.agent.room_hosts or _cpus()
+    return settings.agent.room_hosts or max(1, _cpus() // 2)
 
 
 def build_server(settings: Settings) -> AgentServer:
