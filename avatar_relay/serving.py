@@ -42,11 +42,19 @@ def rtc_configuration(settings: Settings) -> rtc.RtcConfiguration:
 
 
 def room_options(settings: Settings) -> rtc.RoomOptions:
-    """How a relay joins its room: subscribing to nothing, with :func:`rtc_configuration`."""
+    """How a room host joins a room: subscribing to nothing, with :func:`rtc_configuration`.
+
+    Incoming data streams are bounded where they are decompressed, in the SDK, at the largest
+    speak-audio WAV: the relay's own check comes only after the SDK has buffered a stream, and
+    a small compressed stream could expand to hundreds of MB (issue 14, finding 9).
+    """
     return rtc.RoomOptions(
         auto_subscribe=False,
         rtc_config=rtc_configuration(settings),
         single_peer_connection=settings.agent.single_peer_connection,
+        data_stream=rtc.DataStreamOptions(
+            max_payload_byte_length=settings.relay.max_speak_audio_bytes
+        ),
     )
 
 
