@@ -32,9 +32,10 @@ pytestmark = pytest.mark.e2e
 class VoiceAgent:
     """An AgentSession in its own room connection, with the avatar attached."""
 
-    def __init__(self, session: AgentSession, avatar: AvatarRelay) -> None:
+    def __init__(self, session: AgentSession, avatar: AvatarRelay, room: rtc.Room) -> None:
         self.session = session
         self.avatar = avatar
+        self.room = room
         self.started: list[PlaybackStartedEvent] = []
         self.finished: list[PlaybackFinishedEvent] = []
         avatar.output.on("playback_started", self.started.append)
@@ -70,7 +71,7 @@ async def voice_agent(
     if request.param == "session-first":
         await avatar.start(session, room)
     try:
-        yield VoiceAgent(session, avatar)
+        yield VoiceAgent(session, avatar, room)
     finally:
         await session.aclose()
         await avatar.aclose()
@@ -96,6 +97,23 @@ async def test_say_plays_through_the_avatar_with_exact_playback_accounting(
     assert not finished.interrupted
     assert finished.playback_position == pytest.approx(end.audio_samples / 24000, abs=0.02)
     await listener.aclose()
+
+
+async def test_withdrawing_the_same_track_twice_at_once_is_harmless(
+    voice_agent: VoiceAgent,
+) -> None:
+    """Regression, seen in CI under load (session-first): ``start()`` and the
+    ``local_track_published`` handler both withdrew the session's track; the second unpublish
+    failed with "track not found" and ``start()`` raised UnpublishTrackError."""
+    room = voice_agent.room
+    source = rtc.AudioSource(24000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("extra-audio", source)
+    publication = await room.local_participant.publish_track(track)
+    withdraw = voice_agent.avatar._withdraw_other_audio_tracks
+    async with asyncio.timeout(10):
+        await asyncio.gather(withdraw(room), withdraw(room))
+    assert publication.sid not in room.local_participant.track_publications
+    await source.aclose()
 
 
 async def test_interrupt_then_speak_again_keeps_segment_counts_in_step(

@@ -18,6 +18,7 @@ from livekit.agents import AgentSession, get_job_context, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
+from livekit.rtc.participant import UnpublishTrackError
 
 from ..motion import motion_source_from_settings
 from ..motion.base import MotionSource
@@ -172,6 +173,7 @@ class AvatarRelay:
         self._session: AgentSession[Any] | None = None
         self._room: rtc.Room | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._withdrawing = asyncio.Lock()
         self._relay: RoomRelay | None = None
         self._control: RelayControl | None = None
         self._output: AvatarAudioOutput | None = None
@@ -252,14 +254,24 @@ class AvatarRelay:
     async def _withdraw_other_audio_tracks(self, room: rtc.Room) -> None:
         """The session has an audio track of its own: withdraw it so that participants hear
         the agent once, through the avatar."""
-        avatar_sid = self.relay.track_sid
-        for sid, publication in list(room.local_participant.track_publications.items()):
-            if publication.kind == rtc.TrackKind.KIND_AUDIO and sid != avatar_sid:
-                await room.local_participant.unpublish_track(sid)
-                logger.info(
-                    "withdrew the session's own audio track; the avatar speaks instead",
-                    extra=ctx(room.name, track=publication.name),
-                )
+        async with self._withdrawing:  # start() and a publish event may both get here
+            for sid, publication in list(room.local_participant.track_publications.items()):
+                if publication.kind == rtc.TrackKind.KIND_AUDIO and sid != self.relay.track_sid:
+                    await self._withdraw(room, sid, publication)
+
+    async def _withdraw(
+        self, room: rtc.Room, sid: str, publication: rtc.LocalTrackPublication
+    ) -> None:
+        try:
+            await room.local_participant.unpublish_track(sid)
+        except UnpublishTrackError:
+            if sid in room.local_participant.track_publications:
+                raise
+            return  # gone meanwhile (its publisher withdrew it): nothing to do
+        logger.info(
+            "withdrew the session's own audio track; the avatar speaks instead",
+            extra=ctx(room.name, track=publication.name),
+        )
 
     def _detach(self) -> None:
         """Stop the session's audio from reaching the closed avatar."""
