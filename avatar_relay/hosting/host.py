@@ -27,8 +27,9 @@ import sys
 
 from livekit import api, rtc
 
+from ..protocol.constants import ATTRIBUTE_ROLE, ROLE_RELAY
 from ..rtc_logs import stop_forwarding_rtc_logs
-from ..serving import RoomService, room_options
+from ..serving import RoomService, humans, room_options
 from ..settings import Settings, SettingsError, load_settings
 from . import wire
 
@@ -37,8 +38,11 @@ logger = logging.getLogger("avatar_relay.hosting")
 CONNECT_TIMEOUT_S = 20.0
 CLOSE_TIMEOUT_S = 5.0
 """How long a room's service may take to end its conversation and withdraw its track."""
-HAND_BACK_TIMEOUT_S = 5.0
-"""How long dispatching a room again (its worker died) may take before the host leaves it."""
+HAND_BACK_TIMEOUT_S = 20.0
+"""How long a host stays in a dead worker's room, dispatching it again, before it leaves it
+(the reconcilers take over from there)."""
+HAND_BACK_RETRY_S = 3.0
+"""A dispatch that brought no relay in this long is made again."""
 
 
 class RoomHost:
@@ -121,27 +125,49 @@ class RoomHost:
                 await room.disconnect()
 
     async def _hand_back(self, room: rtc.Room, url: str) -> None:
-        """The job that held ``room`` died with its worker: dispatch the room again now.
+        """The job that held ``room`` died with its worker: dispatch the room again now, and
+        again until a new relay has joined.
 
         Otherwise the room would wait for the other workers' reconcilers, which wait 6 s for
         a relay they never saw (a relay seen alive is replaced within ~3 s of its heartbeat
-        stopping; one that leaves cleanly leaves no stale heartbeat behind).
+        stopping; one that leaves cleanly leaves no stale heartbeat behind). A dispatch made
+        the instant the worker died may still be given to it (the server has not noticed its
+        death yet), so the host stays in the room, without its relay, until a relay appears.
         """
-        if not room.isconnected() or not any(
-            p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-            for p in room.remote_participants.values()
-        ):
-            return  # nobody to serve
         name = room.name
+        relay_seen = asyncio.Event()
+
+        def check(*_: object) -> None:
+            if any(
+                p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+                and p.attributes.get(ATTRIBUTE_ROLE) == ROLE_RELAY
+                for p in room.remote_participants.values()
+            ):
+                relay_seen.set()
+
+        room.on("participant_connected", check)
+        room.on("participant_attributes_changed", check)
+        attempts = 0
         try:
             async with asyncio.timeout(HAND_BACK_TIMEOUT_S), api.LiveKitAPI(url) as lk:
-                await lk.agent_dispatch.create_dispatch(
-                    api.CreateAgentDispatchRequest(agent_name=self._settings.agent.name, room=name)
-                )
+                while room.isconnected() and humans(room) and not relay_seen.is_set():
+                    attempts += 1
+                    await lk.agent_dispatch.create_dispatch(
+                        api.CreateAgentDispatchRequest(
+                            agent_name=self._settings.agent.name, room=name
+                        )
+                    )
+                    logger.warning(
+                        "worker gone; room dispatched again",
+                        extra={"room": name, "attempt": attempts},
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(relay_seen.wait(), HAND_BACK_RETRY_S)
         except Exception as exc:
             logger.warning("room not handed back: %r", exc, extra={"room": name})
-            return
-        logger.warning("worker gone; room dispatched again", extra={"room": name})
+        finally:
+            room.off("participant_connected", check)
+            room.off("participant_attributes_changed", check)
 
     async def aclose(self, *, worker_gone: bool = False) -> None:
         """End every hosted room (their jobs see the links close).
