@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -112,12 +113,26 @@ def _use_multiprocess_values_if_configured() -> None:
     prometheus_values.ValueClass = prometheus_values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
+HEARTBEAT_LOST_AFTER_S = 15.0
+"""No heartbeat could be sent for this long: the room is gone for this relay (longer than
+the SDK's own reconnection attempts, which end in a disconnected event when they fail)."""
+
+
 class RelayHeartbeat:
     """Advances the relay participant's heartbeat attribute every second."""
 
-    def __init__(self, room: rtc.Room, *, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        room: rtc.Room,
+        *,
+        interval_s: float = HEARTBEAT_INTERVAL_S,
+        on_lost: Callable[[], None] | None = None,
+        lost_after_s: float = HEARTBEAT_LOST_AFTER_S,
+    ) -> None:
         self._room = room
         self._interval_s = interval_s
+        self._on_lost = on_lost
+        self._lost_after_s = lost_after_s
         self._beat = 0
         self._run_atask: asyncio.Task[None] | None = None
 
@@ -131,6 +146,8 @@ class RelayHeartbeat:
 
     async def _run(self) -> None:
         lp = self._room.local_participant
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
         while True:
             self._beat += 1
             try:
@@ -138,12 +155,22 @@ class RelayHeartbeat:
                     lp.set_attributes({ATTRIBUTE_HEARTBEAT: str(self._beat)}),
                     HEARTBEAT_SET_TIMEOUT_S,
                 )
+                last_sent = loop.time()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnecting, or the server is paused: try next beat
                 logger.debug(
                     "heartbeat not sent", extra={"room": self._room.name, "error": repr(exc)}
                 )
+                if self._on_lost is not None and loop.time() - last_sent > self._lost_after_s:
+                    # The SDK gave up on the room without telling us (seen after a room
+                    # deletion: "engine is closed" on every send, no disconnected event).
+                    logger.warning(
+                        "room unreachable; leaving it",
+                        extra={"room": self._room.name, "error": repr(exc)},
+                    )
+                    on_lost, self._on_lost = self._on_lost, None
+                    on_lost()
             await asyncio.sleep(self._interval_s)
 
 

@@ -69,8 +69,9 @@ def humans(room: rtc.Room) -> list[rtc.RemoteParticipant]:
 class RoomService:
     """The avatar in one connected room, until :meth:`aclose`.
 
-    ``on_empty`` is called once no human has been in the room for ``empty_grace_s`` (the
-    owner then ends the job or the hosted room).
+    ``on_empty`` is called once no human has been in the room for ``empty_grace_s``, or once
+    the room has been unreachable for longer than the SDK's reconnection (the owner then ends
+    the job or the hosted room).
     """
 
     def __init__(
@@ -94,7 +95,7 @@ class RoomService:
             settings=settings,
             motion_factory=lambda name: motion_source_from_settings(settings, name),
         )
-        self._heartbeat = RelayHeartbeat(room)
+        self._heartbeat = RelayHeartbeat(room, on_lost=on_empty)
         self._empty_timer: asyncio.TimerHandle | None = None
         self._closed = False
 

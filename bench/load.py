@@ -149,6 +149,7 @@ async def listen(args: argparse.Namespace) -> None:
         heard = heard_onsets(rec)
         offsets: list[float] = []
         lateness: list[float] = []
+        late_at: list[float] = []
         for cid, k, presented in rec.marker_frame_presented:
             if not heard:
                 break
@@ -159,6 +160,8 @@ async def listen(args: argparse.Namespace) -> None:
             arrived = rec.marker_arrived.get((cid, k))
             if arrived is not None:
                 lateness.append((arrived - nearest) * 1000)
+                if arrived > nearest:
+                    late_at.append(round(nearest - heard[0], 2))
         results.append(
             {
                 "room": v.room.name,
@@ -167,6 +170,7 @@ async def listen(args: argparse.Namespace) -> None:
                 "gap_ms": sum(gap_chunks) * chunk_ms,
                 "longest_gap_ms": max(gap_chunks, default=0) * chunk_ms,
                 "gaps_at_s": [round(g * chunk_ms / 1000, 2) for g in gap_starts],
+                "late_at_s": late_at,
                 "markers": len(offsets),
                 "offsets": offsets,
                 "lateness": lateness,
@@ -307,7 +311,11 @@ async def scenario(
         uss, pss, count = memory(procs)
         if args.verbose:
             for r in results:
-                print(f"  {r['room']}: gaps at s {r['gaps_at_s']}", flush=True)
+                print(
+                    f"  {r['room']}: gaps at s {r['gaps_at_s']}, late markers at s "
+                    f"{r['late_at_s']} ({[round(x) for x in r['lateness'] if x > 0]} ms)",
+                    flush=True,
+                )
     finally:
         if listener.returncode is None:
             listener.kill()

@@ -1,10 +1,22 @@
-"""The reconciler's decisions on an injected clock: no server, no async."""
+"""The reconciler's decisions and the relay heartbeat, on injected or virtual time: no server."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from typing import Any
 
-from avatar_relay.failover import ReconcilerOptions, RelaySeen, RoomSeen, RoomTracker
+import pytest
+from livekit import rtc
+from virtual_time import run_virtual
+
+from avatar_relay.failover import (
+    HEARTBEAT_LOST_AFTER_S,
+    ReconcilerOptions,
+    RelayHeartbeat,
+    RelaySeen,
+    RoomSeen,
+    RoomTracker,
+)
 
 
 def tracker() -> RoomTracker:
@@ -90,3 +102,51 @@ def test_after_a_blind_spot_a_standing_heartbeat_proves_nothing() -> None:
 def test_options_validate() -> None:
     with pytest.raises(ValueError):
         ReconcilerOptions(interval_s=2.0, stale_s=1.0)
+
+
+class _ClosedEngineParticipant:
+    """The local participant of a room whose engine closed: every send fails."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        self.attempts += 1
+        raise RuntimeError("engine: connection error: engine is closed")
+
+
+class _UnreachableRoom(rtc.Room):
+    """A room the SDK gave up on without a disconnected event (seen after a room deletion)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closed_participant = _ClosedEngineParticipant()
+
+    @property
+    def local_participant(self) -> Any:
+        return self._closed_participant
+
+    @property
+    def name(self) -> str:
+        return "deleted-room"
+
+
+def test_a_room_unreachable_for_longer_than_reconnection_is_left_once() -> None:
+    """Regression (bench/load.py, 20 rooms): two deleted rooms never sent their relays a
+    disconnected event; their hosts sent idle messages into a closed engine for ever and the
+    jobs never ended. The heartbeat now notices that nothing could be sent for 15 s."""
+
+    async def main() -> None:
+        room = _UnreachableRoom()
+        lost: list[float] = []
+        loop = asyncio.get_running_loop()
+        beat = RelayHeartbeat(room, on_lost=lambda: lost.append(loop.time()))
+        started = loop.time()
+        beat.start()
+        await asyncio.sleep(60.0)
+        await beat.aclose()
+        assert len(lost) == 1
+        assert HEARTBEAT_LOST_AFTER_S < lost[0] - started <= HEARTBEAT_LOST_AFTER_S + 2.0
+        assert room.local_participant.attempts >= 50  # it kept trying until closed
+
+    run_virtual(main)
