@@ -74,6 +74,29 @@ async def test_speak_text_plays_audio_with_frames_of_one_conversation(
         await listener.aclose()
 
 
+async def test_speak_text_answers_before_a_long_utterance_has_played(
+    livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
+) -> None:
+    """Regression: once complete audio was fed at playback pace (issue 11, item 5) the RPC
+    awaited the feeding, so speak_text answered only ~2 s before its audio ended (a long
+    text got the caller's RPC timeout although it played). PROTOCOL.md: the id comes at once."""
+    async with running_relay(livekit_server, room_name):
+        viewer = await join_room(room_name, "viewer", attributes=CONTROLLER)
+        listener = Listener(viewer)
+        async with asyncio.timeout(10):
+            await listener.relay_found.wait()
+        text = " ".join(["The avatar keeps on talking for quite a while now."] * 4)
+        async with asyncio.timeout(15):
+            conversation_id = await speak(viewer, AGENT, say=text)
+        frames_at_answer = listener.frame_count(conversation_id)
+        async with asyncio.timeout(40):
+            end = await listener.wait_for(ConversationEnd, conversation_id)
+        assert isinstance(end, ConversationEnd)
+        assert end.frame_count > 25 * 8  # long enough that the old wait was visible
+        assert frames_at_answer < 25 * 3, f"answered after {frames_at_answer} frames had played"
+        await listener.aclose()
+
+
 async def test_unauthorized_and_malformed_requests_get_clear_errors(
     livekit_server: LiveKitEndpoint, join_room: JoinRoom, room_name: str
 ) -> None:

@@ -7,7 +7,8 @@ one log line, and changes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from livekit import rtc
 from livekit.agents.utils.aio import cancel_and_wait
@@ -45,22 +46,29 @@ SPEAK_AHEAD_S = 2.0
 
 
 async def speak_pcm(relay: RoomRelay | ConversationPlayer, pcm: Pcm) -> ConversationHandle:
-    """Queue one utterance of complete audio as a conversation.
+    """Queue one utterance of complete audio as a conversation; returns once all of it is fed,
+    which is at playback pace (see :func:`feed_pcm`)."""
+    handle = await relay.open_conversation()
+    await feed_pcm(handle, pcm)
+    return handle
 
-    Cancelled half-way (the caller went away), the conversation is interrupted, never left
-    open for what is queued behind it to wait on.
+
+async def feed_pcm(handle: ConversationHandle, pcm: Pcm) -> None:
+    """Feed complete audio to an open conversation, then end its input.
+
+    At playback pace: never more than SPEAK_AHEAD_S waits, so the motion source works as the
+    audio plays, not on the whole file at once (issue 11, item 5). Cancelled half-way (the
+    caller went away), the conversation is interrupted, never left open for what is queued
+    behind it to wait on.
     """
     pieces = AudioByteStream(
         pcm.sample_rate, 1, samples_per_channel=int(pcm.sample_rate * SPEAK_PIECE_S)
     )
-    async with await relay.open_conversation() as handle:
+    async with handle:
         for frame in [*pieces.push(pcm.samples.tobytes()), *pieces.flush()]:
-            # At playback pace: never more than SPEAK_AHEAD_S waits, so the motion source
-            # works as the audio plays, not on the whole file at once (issue 11, item 5).
             await handle.wait_queued_below(SPEAK_AHEAD_S)
             handle.push_frame(frame)
             await asyncio.sleep(0)  # let the pump and the pacer run between pieces
-    return handle
 
 
 class RelayControl:
@@ -152,9 +160,11 @@ class RelayControl:
             logger.error("tts failed", extra=ctx(self._room.name, error=str(exc)))
             raise rtc.RpcError(RPC_ERROR_UNAVAILABLE, f"text-to-speech failed: {exc}") from exc
         try:
-            handle = await speak_pcm(self._relay, pcm)
+            handle = await self._relay.open_conversation()
         except (RelayBusyError, RelayClosedError) as exc:
             raise rtc.RpcError(RPC_ERROR_UNAVAILABLE, str(exc)) from exc
+        # The caller gets the id at once (PROTOCOL.md); the audio is fed as it plays.
+        self._own(feed_pcm(handle, pcm), name=f"relay.speak-text.{handle.id}")
         logger.info(
             "speaking text", extra=ctx(self._room.name, handle.id, caller=data.caller_identity)
         )
@@ -177,9 +187,11 @@ class RelayControl:
 
     # -- speak-audio byte stream ------------------------------------------------------------
     def _on_speak_audio(self, reader: rtc.ByteStreamReader, identity: str) -> None:
-        task = asyncio.create_task(
-            self._receive_speak_audio(reader, identity), name=f"relay.speak-audio.{identity}"
-        )
+        self._own(self._receive_speak_audio(reader, identity), name=f"relay.speak-audio.{identity}")
+
+    def _own(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run ``coro`` as a task that :meth:`aclose` cancels."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
