@@ -98,6 +98,7 @@ class RoomService:
         self._heartbeat = RelayHeartbeat(room, on_lost=on_empty)
         self._empty_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def relay(self) -> RoomRelay:
@@ -129,9 +130,16 @@ class RoomService:
             self._empty_timer = loop.call_later(self._empty_grace_s, self._on_empty)
 
     async def aclose(self) -> None:
-        """End the playing conversation (Interrupt/End), withdraw the track, stop serving."""
-        if self._closed:
-            return
+        """End the playing conversation (Interrupt/End), withdraw the track, stop serving.
+
+        Every call waits for the same close: a caller cancelled half-way (a room host told its
+        worker died) does not stop it, and a second caller does not return before it is done.
+        """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self._closed = True
         if self._empty_timer is not None:
             self._empty_timer.cancel()

@@ -33,6 +33,8 @@ REANCHOR_THRESHOLD_S = 0.015
 class OriginEstimator:
     """The local time (receiver clock) at which a conversation's sample 0 left the relay."""
 
+    threshold_s: float = REANCHOR_THRESHOLD_S
+    """A move smaller than this is jitter (the receiver's ``resync_threshold``)."""
     best: float | None = None
     """Least ``arrival - media_s`` seen since the last re-anchoring."""
     relay_best: float | None = None
@@ -60,8 +62,8 @@ class OriginEstimator:
         if (
             relay is None
             or self.relay_best is None
-            or estimate - self.best <= REANCHOR_THRESHOLD_S
-            or relay - self.relay_best <= REANCHOR_THRESHOLD_S
+            or estimate - self.best <= self.threshold_s
+            or relay - self.relay_best <= self.threshold_s
         ):
             self.later_since = None  # on time (or unknowable): the run is broken
             return False

@@ -274,7 +274,7 @@ class PlayoutSync:
     def _conversation(self, cid: str) -> _Relayed:
         conv = self._convs.get(cid)
         if conv is None:
-            conv = _Relayed(cid)
+            conv = _Relayed(cid, timing=OriginEstimator(self._resync_samples / self._sr))
             self._convs[cid] = conv
             self.stats.conversations += 1
             self._evict()

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 
 from livekit import api, rtc
@@ -41,8 +42,9 @@ CLOSE_TIMEOUT_S = 5.0
 HAND_BACK_TIMEOUT_S = 20.0
 """How long a host stays in a dead worker's room, dispatching it again, before it leaves it
 (the reconcilers take over from there)."""
-HAND_BACK_RETRY_S = 3.0
-"""A dispatch that brought no relay in this long is made again."""
+HAND_BACK_RETRY_S = 4.0
+"""A dispatch that brought no relay in this long is made again (a duplicate relay, if the
+first was only slow, is removed by the reconcilers: the first to join stays)."""
 
 
 class RoomHost:
@@ -117,12 +119,14 @@ class RoomHost:
             with contextlib.suppress(Exception):
                 await wire.send(writer, {"op": "ended", "reason": reason})
         finally:
-            if service is not None:
-                await service.aclose()
-            if orphaned and self._settings.agent.failover:
-                await self._hand_back(room, request["url"])
-            with contextlib.suppress(Exception):
-                await room.disconnect()
+            try:
+                if service is not None:
+                    await service.aclose()
+                if orphaned and self._settings.agent.failover:
+                    await self._hand_back(room, request["url"])
+            finally:
+                with contextlib.suppress(Exception):
+                    await room.disconnect()
 
     async def _hand_back(self, room: rtc.Room, url: str) -> None:
         """The job that held ``room`` died with its worker: dispatch the room again now, and
@@ -147,6 +151,7 @@ class RoomHost:
 
         room.on("participant_connected", check)
         room.on("participant_attributes_changed", check)
+        check()  # another reconciler may have been quicker
         attempts = 0
         try:
             async with asyncio.timeout(HAND_BACK_TIMEOUT_S), api.LiveKitAPI(url) as lk:
@@ -163,6 +168,11 @@ class RoomHost:
                     )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(relay_seen.wait(), HAND_BACK_RETRY_S)
+        except TimeoutError:
+            logger.warning(
+                "no relay joined the room handed back; the reconcilers take over",
+                extra={"room": name, "attempts": attempts},
+            )
         except Exception as exc:
             logger.warning("room not handed back: %r", exc, extra={"room": name})
         finally:
@@ -234,6 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"avatar-relay room host: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    # Its worker decides when it ends (stdin closes): a Ctrl-C meant for the worker reaches
+    # the whole process group, and the worker first drains its jobs, which close their rooms.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop_forwarding_rtc_logs()
     asyncio.run(run_host(args.socket, settings))
 
