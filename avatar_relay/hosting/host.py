@@ -54,6 +54,7 @@ class RoomHost:
         self._settings = settings
         self._links: set[asyncio.Task[None]] = set()
         self._worker_gone = False
+        self._closing = False
 
     @property
     def rooms(self) -> int:
@@ -65,6 +66,11 @@ class RoomHost:
         self._links.add(task)
         try:
             await self._host_room(reader, writer)
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Cancelled by aclose(): the room is closed; end the handler normally, because
+            # asyncio's stream server logs a cancelled handler as an error with a traceback.
         except Exception:
             logger.exception("hosted room failed")
         finally:
@@ -186,6 +192,7 @@ class RoomHost:
         left (when failover is on and someone is still in them).
         """
         self._worker_gone = worker_gone
+        self._closing = True
         for task in list(self._links):
             task.cancel()
         await asyncio.gather(*self._links, return_exceptions=True)
