@@ -518,3 +518,41 @@ def test_complete_audio_feeds_the_motion_source_at_playback_pace() -> None:
         await rig.player.aclose()
 
     run_virtual(main)
+
+
+def test_after_a_stall_no_frame_leaves_before_its_audio() -> None:
+    """Issue 11, re-anchoring (CI failure of test_receiver_reanchors_after_the_relay_fell_behind):
+    after the relay's process was not scheduled, the pacer released the frames due by then on
+    the stale anchor, before their audio had even been written; those frames looked on time
+    to receivers and broke their evidence that the relay had fallen behind. A frame now waits
+    until its audio is written, and so leaves with it on the new timeline."""
+
+    async def main() -> None:
+        rig = make_rig(frames_per_message=5)
+        loop = asyncio.get_running_loop()
+        cid = await speak(rig, tone(3.0, 1000))
+        await asyncio.sleep(1.0)
+        loop.advance(0.3)  # type: ignore[attr-defined]  # nothing ran for 300 ms: a stall
+        await finished(rig, cid)
+
+        def leaves_at(position: int) -> float:
+            """When conversation sample ``position`` left the sink (its writes, in order)."""
+            first = rig.sink.first_time_of(1000)
+            seen = 0
+            for w in rig.sink.writes:
+                if w.start < first:
+                    continue
+                if position < seen + len(w.pcm):
+                    return w.start + (position - seen) / RATE
+                seen += len(w.pcm)
+            raise AssertionError(f"sample {position} never left")
+
+        early = [
+            (k, round(leaves_at(int(k * SAMPLES_PER_FRAME)) - at, 3))
+            for at, k in frames_of(rig, cid)
+            if k % 5 == 0 and at < leaves_at(int(k * SAMPLES_PER_FRAME)) - 0.001
+        ]
+        assert early == [], f"(frame, seconds before its audio left): {early}"
+        await rig.player.aclose()
+
+    run_virtual(main)

@@ -52,7 +52,8 @@ class PlayoutTimeline:
         return now - self._ends_at > RAN_DRY_S
 
     def anchor(self, now: float) -> EmissionAnchor:
-        return EmissionAnchor(now, self._next_position - round(self.queued(now) * self._rate))
+        queued = round(self.queued(now) * self._rate)
+        return EmissionAnchor(now, self._next_position - queued, self._next_position)
 
     def clear(self, now: float) -> None:
         self._ends_at = now

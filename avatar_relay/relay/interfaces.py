@@ -35,6 +35,9 @@ class EmissionAnchor:
 
     at: float
     position: int
+    end: int | None = None
+    """Position just after the last sample written (None: not known). Samples from here on
+    are not in the queue yet, so no extrapolation from ``at`` says when they leave."""
 
 
 class AudioSink(abc.ABC):

@@ -9,6 +9,7 @@ frame crosses the network together with its audio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from ..protocol import batch_frames
 from .conversation import Animation, Conversation
@@ -75,7 +76,7 @@ class FramePacer:
         while conv.animation is Animation.ANIMATED and not conv.interrupt_requested:
             if conv.input_closed and k * samples_per_frame >= conv.received_samples:
                 return  # every frame that has audio was sent
-            await self._wait_anchor()
+            await self._wait_captured(k * samples_per_frame)
             due = self.due_time(k * samples_per_frame)
             if due is not None:
                 await _sleep_until(self._clock, due)
@@ -145,11 +146,37 @@ class FramePacer:
         self._metrics.frames_sent.inc(len(frames))
         return len(frames)
 
+    async def _wait_captured(self, position: float) -> None:
+        """Wait until sample ``position`` has been written to the sink (bounded).
+
+        Until then the anchor cannot say when it leaves: after a stall (this process was not
+        scheduled and the queue ran dry) the next write starts a later timeline, and frames
+        released on the old one left before their audio, which kept receivers from seeing
+        at once that the relay had fallen behind (issue 11, re-anchoring).
+        """
+        await self._wait_anchor()
+        deadline = self._clock() + CAPTURE_WAIT_S
+        while (
+            (anchor := self._anchor) is not None
+            and anchor.end is not None
+            and position >= anchor.end
+            and not self._conv.interrupt_requested
+            and (left := deadline - self._clock()) > 0
+        ):
+            self._anchor_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._anchor_changed.wait(), left)
+
     async def _wait_anchor(self) -> None:
         """Frames are timed by the audio: wait until the first chunk has been written."""
         while self._anchor is None:
             self._anchor_changed.clear()
             await self._anchor_changed.wait()
+
+
+CAPTURE_WAIT_S = 0.5
+"""Longest a frame waits for its audio to be written; past it the frame goes anyway (its
+audio may never come: the conversation is ending)."""
 
 
 async def _sleep_until(clock: Clock, deadline: float) -> None:
