@@ -151,6 +151,9 @@ class Script:
     payload: bytes | None = None
     """Payload of every frame (default: the index as 2 bytes)."""
     lookahead_ms: int = 0
+    late: set[int] = field(default_factory=set)
+    """Frame indexes delivered ``late_by_s`` after their audio was pushed."""
+    late_by_s: float = 0.3
 
 
 class FakeStream(MotionStream):
@@ -177,9 +180,12 @@ class FakeStream(MotionStream):
                 return
             if k not in self._script.skip:
                 payload = self._script.payload
-                self._queue.put_nowait(
-                    MotionFrame(k, k.to_bytes(2, "big") if payload is None else payload)
-                )
+                frame = MotionFrame(k, k.to_bytes(2, "big") if payload is None else payload)
+                if k in self._script.late:
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(self._script.late_by_s, self._queue.put_nowait, frame)
+                else:
+                    self._queue.put_nowait(frame)
 
     def push_audio(self, pcm: bytes) -> None:
         self._samples += len(pcm) // 2

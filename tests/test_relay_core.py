@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 from relay_fakes import (
+    FPS,
     RATE,
     SAMPLES_PER_FRAME,
     FakePublisher,
@@ -42,6 +43,7 @@ from avatar_relay.relay import (
     Phase,
     PhaseChanged,
 )
+from avatar_relay.relay import pacer as pacer_module
 from avatar_relay.relay.control import SPEAK_AHEAD_S, SPEAK_PIECE_S, speak_pcm
 from avatar_relay.relay.conversation import Conversation
 from avatar_relay.relay.interfaces import EmissionAnchor
@@ -291,6 +293,36 @@ class TestDefect3PacerAndMotionFailures:
             await rig.player.aclose()
 
         run_virtual(main)
+
+
+def test_frames_released_late_still_carry_when_their_audio_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11, re-anchoring: ``ts`` of a frames message is when its first frame's audio
+    left. It was the release time, so frames released late (a late motion source, a busy
+    loop after a stall) told receivers that the relay's timeline had moved, and receivers
+    re-anchored too far (CI: the picture 157 ms ahead 1.1 s after a stall)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(pacer_module, "now_us", lambda: round(loop.time() * 1e6))
+        rig = make_rig(Script(late=set(range(10, 15)), late_by_s=0.3))
+        cid = await speak(rig, tone(1.0, 1000))
+        await finished(rig, cid)
+        timing = [
+            (s.at, s.msg.first_frame, s.msg.sent_at_us)
+            for s in rig.publisher.sent
+            if isinstance(s.msg, AnimationFrames) and s.msg.conversation_id == cid
+        ]
+        start_at = rig.sink.first_time_of(1000)
+        released_late = [k for at, k, _ in timing if at - (start_at + k / FPS) > 0.25]
+        assert released_late, "the late frames were not released late"
+        # Every message names the same timeline: ts - k / fps is sample 0's departure.
+        origins = [ts / 1e6 - k / FPS for _, k, ts in timing]
+        assert max(origins) - min(origins) < 0.002, list(zip(timing, origins, strict=True))
+        await rig.player.aclose()
+
+    run_virtual(main)
 
 
 def test_defect2_a_stream_cut_off_without_audio_only_is_announced_audio_only() -> None:

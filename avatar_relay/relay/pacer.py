@@ -138,7 +138,14 @@ class FramePacer:
         # Worthless once its audio has been heard (about a jitter buffer after it left).
         expires_at = None if due is None else due + FRAME_EXPIRY_S
         # Split as the protocol says: every message fits one packet (PROTOCOL.md).
-        messages = batch_frames(conv.id, conv.seq, k, frames, sent_at_us=now_us())
+        # ts: when frame k's audio left, on this relay's wall clock. Receivers compare it
+        # between messages to tell a relay whose audio timeline moved (PROTOCOL.md,
+        # "Following a relay that fell behind"); a frame released late by a busy loop
+        # has not moved the timeline, and must not say so.
+        sent_at_us = now_us()
+        if due is not None:
+            sent_at_us -= max(0, round((now - due) * 1_000_000))
+        messages = batch_frames(conv.id, conv.seq, k, frames, sent_at_us=sent_at_us)
         conv.advance_seq(len(messages))
         for msg in messages:
             self._publisher.send(msg, expires_at=expires_at)
