@@ -3,10 +3,9 @@
 Writes are paced at real time: knowing how much has been captured and how much is still
 queued tells the exact moment each sample leaves for the network (animation frames are
 released at that moment), and so also when the queue has room for the next chunk. A write
-sleeps until then and only then captures, so ``rtc.AudioSource.capture_frame`` returns at
-once instead of blocking in the SDK. (Each capture in flight holds a subscription to the rtc
-SDK's event queue, which hands it every event of every room in the process: blocked captures
-would make a process hosting many rooms pay rooms x rooms wake-ups.)
+sleeps until then and only then captures, so the capture never blocks in the SDK. Captures go
+through :mod:`.rtc_calls` (no reply awaited on the loop); one is in flight at a time, so
+chunks reach the SDK's queue in order.
 """
 
 from __future__ import annotations
@@ -17,7 +16,12 @@ from livekit import rtc
 
 from ..protocol.constants import AUDIO_TRACK_NAME
 from .interfaces import AudioSink, Clock, EmissionAnchor, Int16Array, loop_clock
+from .log import logger
+from .rtc_calls import RtcCall, call_tracker
 
+REPLY_TIMEOUT_S = 1.0
+"""Longest a write waits for the reply to the chunk before it (a reply that never comes,
+as from a closed source, must not stop the audio)."""
 RAN_DRY_S = 0.01
 """The queue ran dry when it emptied longer ago than this (one WebRTC frame)."""
 
@@ -69,6 +73,9 @@ class TrackAudioOut(AudioSink):
         self._source = rtc.AudioSource(sample_rate, 1, queue_size_ms=queue_ms)
         self.track = rtc.LocalAudioTrack.create_audio_track(AUDIO_TRACK_NAME, self._source)
         self._timeline = PlayoutTimeline(sample_rate)
+        self._capture: RtcCall | None = None
+        """The last capture sent; the next one waits for its reply only if it is missing."""
+        self._stale_capture_clear: asyncio.Task[None] | None = None
 
     def reset_position(self) -> None:
         self._timeline.reset_position()
@@ -89,8 +96,24 @@ class TrackAudioOut(AudioSink):
             # Emptying it makes both true.
             self._source.clear_queue()
         self._timeline.written(now, samples)
-        await self._source.capture_frame(frame)
+        await self._send(frame)
         return self.anchor()
+
+    async def _send(self, frame: rtc.AudioFrame) -> None:
+        if self._stale_capture_clear is not None:
+            await self._stale_capture_clear  # a clear() must not cut what comes after it
+            self._stale_capture_clear = None
+        calls = call_tracker()
+        if calls is None:
+            await self._source.capture_frame(frame)
+            return
+        previous = self._capture
+        if previous is not None and not previous.done:
+            # The SDK's queue is fuller than the timeline says.
+            await _wait_reply(previous)
+        if previous is not None and previous.error is not None:
+            logger.warning("audio chunk not captured", extra={"error": previous.error})
+        self._capture = calls.capture(self._source, frame)
 
     def anchor(self) -> EmissionAnchor:
         return self._timeline.anchor(self._clock())
@@ -101,6 +124,26 @@ class TrackAudioOut(AudioSink):
     def clear(self) -> None:
         self._source.clear_queue()
         self._timeline.clear(self._clock())
+        capture = self._capture
+        if capture is not None and not capture.done and self._stale_capture_clear is None:
+            # The chunk sent last may reach the SDK's queue after this clear: clear it again
+            # then (the next write waits for that, so it never cuts newer audio).
+            self._stale_capture_clear = asyncio.create_task(
+                self._clear_when_captured(capture), name="relay.audio_clear"
+            )
+
+    async def _clear_when_captured(self, capture: RtcCall) -> None:
+        await _wait_reply(capture)
+        self._source.clear_queue()
 
     async def aclose(self) -> None:
+        if self._stale_capture_clear is not None:
+            self._stale_capture_clear.cancel()
         await self._source.aclose()
+
+
+async def _wait_reply(call: RtcCall) -> None:
+    try:
+        await asyncio.wait_for(call.wait(), REPLY_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning("no reply to an audio capture", extra={"waited_s": REPLY_TIMEOUT_S})

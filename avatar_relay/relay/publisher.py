@@ -3,6 +3,11 @@
 Senders enqueue without awaiting, so the frame pacer's timing is never held up by the
 network; the single sender task keeps every packet in the order it was enqueued.
 
+Packets go to the rtc SDK through :mod:`.rtc_calls`: up to ``MAX_IN_FLIGHT`` are handed over
+before their replies are read (the native side sends a room's packets in order, from a queue
+of its own that has no bound, so this one stays the queue that backs up). Each is counted sent
+or failed when its reply has been seen.
+
 The queue is bounded (issue 13, defect 7): when the data channel backs up, the oldest
 animation, audio and idle messages are dropped first, counted (``packets_dropped``) and
 logged; conversation control messages (start, end, interrupt, audio-only) are never dropped.
@@ -23,11 +28,14 @@ from ..protocol import AnimationFrames, AudioData, Idle, Message, Packetizer
 from .interfaces import Clock, Publisher, loop_clock
 from .log import ctx, logger
 from .metrics import RelayMetrics
+from .rtc_calls import RtcCall, call_tracker
 
 MAX_QUEUED_BYTES = 2 * 1024 * 1024
 """Most packet bytes waiting to be sent: about 40 s of 24 kHz audio sent as data."""
 CLOSE_TIMEOUT_S = 5.0
 """How long aclose() lets what is queued leave."""
+MAX_IN_FLIGHT = 8
+"""Packets handed to the SDK whose reply has not been seen; the next waits for the oldest."""
 
 _DROPPABLE = (AnimationFrames, AudioData, Idle)
 """Messages whose loss costs a stretch of motion or audio, not the conversation's state."""
@@ -71,6 +79,7 @@ class MessagePublisher(Publisher):
         self._closing = False
         self._dropped_in_backlog = 0
         self._send_atask: asyncio.Task[None] | None = None
+        self._in_flight: deque[tuple[RtcCall, int]] = deque()
 
     @property
     def queued_bytes(self) -> int:
@@ -154,21 +163,53 @@ class MessagePublisher(Publisher):
                 continue
             for packet in item.packets:
                 try:
-                    await self._publish(packet, item.destinations)
+                    call = await self._publish(packet, item.destinations)
                 except Exception as exc:  # the room is going away; nothing to resend to
-                    logger.warning(
-                        "data packet not sent", extra=ctx(self._room.name, error=repr(exc))
-                    )
-                    self._metrics.packets_failed.inc()
+                    self._failed(repr(exc))
+                    continue
+                if call is None:
+                    self._sent(len(packet))
                 else:
-                    self._metrics.packets_sent.inc()
-                    self._metrics.bytes_sent.inc(len(packet))
+                    self._in_flight.append((call, len(packet)))
 
-    async def _publish(self, packet: bytes, destinations: list[str]) -> None:
-        """Put one packet on the room's reliable data channel."""
-        await self._room.local_participant.publish_data(
-            packet, reliable=True, topic=self._topic, destination_identities=destinations
+    def _failed(self, error: str) -> None:
+        logger.warning("data packet not sent", extra=ctx(self._room.name, error=error))
+        self._metrics.packets_failed.inc()
+
+    def _sent(self, size: int) -> None:
+        self._metrics.packets_sent.inc()
+        self._metrics.bytes_sent.inc(size)
+
+    async def _publish(self, packet: bytes, destinations: list[str]) -> RtcCall | None:
+        """Put one packet on the room's reliable data channel: the call whose reply will say
+        whether it left, or None when it already has."""
+        calls = call_tracker()
+        if calls is None:
+            await self._room.local_participant.publish_data(
+                packet, reliable=True, topic=self._topic, destination_identities=destinations
+            )
+            return None
+        self._settle()
+        while len(self._in_flight) >= MAX_IN_FLIGHT:
+            await self._in_flight[0][0].wait()
+            self._settle()
+        return calls.publish(
+            self._room.local_participant, packet, topic=self._topic, destinations=destinations
         )
+
+    def _settle(self) -> None:
+        """Count the packets whose replies have been seen, in order."""
+        while self._in_flight and self._in_flight[0][0].done:
+            call, size = self._in_flight.popleft()
+            if call.error is None:
+                self._sent(size)
+            else:
+                self._failed(call.error)
+
+    async def _settle_all(self) -> None:
+        while self._in_flight:
+            await self._in_flight[0][0].wait()
+            self._settle()
 
     async def aclose(self) -> None:
         """Send what is queued (for at most CLOSE_TIMEOUT_S), then stop."""
@@ -177,7 +218,9 @@ class MessagePublisher(Publisher):
         if self._send_atask is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._send_atask), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.shield(self._send_atask)
+                await self._settle_all()
         except TimeoutError:
             await cancel_and_wait(self._send_atask)
         self._send_atask = None
