@@ -151,10 +151,10 @@ class RelayHeartbeat:
         while True:
             self._beat += 1
             try:
-                await asyncio.wait_for(
-                    lp.set_attributes({ATTRIBUTE_HEARTBEAT: str(self._beat)}),
-                    HEARTBEAT_SET_TIMEOUT_S,
-                )
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the
+                # cancel of aclose() when the call completes in the same instant.
+                async with asyncio.timeout(HEARTBEAT_SET_TIMEOUT_S):
+                    await lp.set_attributes({ATTRIBUTE_HEARTBEAT: str(self._beat)})
                 last_sent = loop.time()
             except asyncio.CancelledError:
                 raise

@@ -15,7 +15,7 @@ import pytest
 from livekit import rtc
 from livekit.rtc._proto import ffi_pb2
 
-from avatar_relay.relay import rtc_calls
+from avatar_relay.relay import audio_out, rtc_calls
 from avatar_relay.relay.rtc_calls import EARLY_REPLIES_KEPT, CallTracker, call_tracker
 
 Join = Callable[..., Awaitable[rtc.Room]]
@@ -135,3 +135,22 @@ def test_an_sdk_without_the_internals_falls_back(monkeypatch: pytest.MonkeyPatch
 
     asyncio.run(main())
     assert rtc_calls._unavailable
+
+
+async def test_a_write_cancelled_as_its_reply_lands_stays_cancelled() -> None:
+    """A deleted room's relay never ended (10 rooms deleted mid-speech: 1-2 jobs stuck, their
+    idle messages failing every 200 ms): the audio pump awaited a reply with
+    ``asyncio.wait_for``, which in Python 3.11 returns normally when cancelled in the same
+    instant as the reply lands, so the pump swallowed the close's cancel and ran on."""
+    for turns in range(8):
+        tracker = CallTracker()
+        call = tracker._register(1)
+        task = asyncio.create_task(audio_out._wait_reply(call))
+        await asyncio.sleep(0)
+        tracker._finish(1, None)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if not task.cancel():
+            continue  # it had finished before the cancel: nothing to swallow
+        with pytest.raises(asyncio.CancelledError):
+            await task

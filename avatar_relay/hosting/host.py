@@ -173,7 +173,8 @@ class RoomHost:
                         extra={"room": name, "attempt": attempts},
                     )
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(relay_seen.wait(), HAND_BACK_RETRY_S)
+                        async with asyncio.timeout(HAND_BACK_RETRY_S):
+                            await relay_seen.wait()
         except TimeoutError:
             logger.warning(
                 "no relay joined the room handed back; the reconcilers take over",

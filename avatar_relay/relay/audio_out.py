@@ -143,7 +143,11 @@ class TrackAudioOut(AudioSink):
 
 
 async def _wait_reply(call: RtcCall) -> None:
+    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally when it is
+    # cancelled just as the reply lands, and a pump that swallowed its cancellation kept a
+    # deleted room's relay alive (the room's job never ended).
     try:
-        await asyncio.wait_for(call.wait(), REPLY_TIMEOUT_S)
+        async with asyncio.timeout(REPLY_TIMEOUT_S):
+            await call.wait()
     except TimeoutError:
         logger.warning("no reply to an audio capture", extra={"waited_s": REPLY_TIMEOUT_S})

@@ -399,7 +399,8 @@ class Conversation:
     async def wait_motion_settled(self, timeout: float) -> None:
         """Wait until the motion stream is open or has failed (bounded)."""
         try:
-            await asyncio.wait_for(self._motion_settled.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it may swallow a cancel
+                await self._motion_settled.wait()
         except TimeoutError:
             self.mark_audio_only("motion_unavailable")
 

@@ -172,7 +172,8 @@ class FramePacer:
         ):
             self._anchor_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._anchor_changed.wait(), left)
+                async with asyncio.timeout(left):  # not wait_for: it may swallow a cancel
+                    await self._anchor_changed.wait()
 
     async def _wait_anchor(self) -> None:
         """Frames are timed by the audio: wait until the first chunk has been written."""
