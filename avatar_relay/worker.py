@@ -235,7 +235,7 @@ def capacity(settings: Settings) -> int:
     return max(1, int(_cpus() * per_core))
 
 
-ROOMS_PER_CORE = {"shared": 8.0, "process": 1.5, "thread": 1.0}
+ROOMS_PER_CORE = {"shared": 10.0, "process": 1.5, "thread": 1.0}
 """Speaking rooms one core carries with no gap and no late frame, per job executor, as
 measured with bench/load.py (docs/BENCHMARKS.md); ``agent.rooms_per_core`` overrides it."""
 
