@@ -98,10 +98,64 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def analyse(viewer: Any) -> dict[str, Any]:
+    """A listened room's figures: gaps (silent 10 ms chunks between the first and the last
+    chunk of speech), each marker's |A/V offset| and lateness (its packet's arrival after
+    its burst was heard; negative: before), with the local times they happened at."""
+    from sync import heard_onsets  # bench/sync.py (this script's directory)
+
+    rec = viewer.rec
+    rms = [float(np.sqrt(np.mean(a.astype(np.float64) ** 2))) if len(a) else 0.0
+           for a in rec.chunk_audio]  # fmt: skip
+    loud = [i for i, r in enumerate(rms) if r >= GAP_RMS]
+    gap_chunks: list[int] = []
+    gap_first: list[int] = []
+    run = 0
+    if loud:
+        for i in range(loud[0], loud[-1] + 1):
+            if rms[i] < GAP_RMS:
+                run += 1
+            elif run:
+                gap_chunks.append(run)
+                gap_first.append(i - run)
+                run = 0
+    chunk_ms = 1000 * len(rec.chunk_audio[0]) / rec.sample_rate if rec.chunk_audio else 10
+    heard = heard_onsets(rec)
+    offsets: list[float] = []
+    lateness: list[float] = []
+    late_at: list[float] = []
+    marker_times: list[float] = []
+    for cid, k, presented in rec.marker_frame_presented:
+        if not heard:
+            break
+        nearest = min(heard, key=lambda t, p=presented: abs(t - p))  # type: ignore[misc]
+        if abs(nearest - presented) > 0.25:
+            continue
+        offsets.append((presented - nearest) * 1000)
+        arrived = rec.marker_arrived.get((cid, k))
+        if arrived is not None:
+            lateness.append((arrived - nearest) * 1000)
+            marker_times.append(nearest)
+            if arrived > nearest:
+                late_at.append(round(nearest - heard[0], 2))
+    return {
+        "gaps": len(gap_chunks),
+        "gap_ms": sum(gap_chunks) * chunk_ms,
+        "longest_gap_ms": max(gap_chunks, default=0) * chunk_ms,
+        "gaps_at_s": [round((g - loud[0]) * chunk_ms / 1000, 2) for g in gap_first],
+        "gap_times": [rec.chunk_times[g] for g in gap_first],
+        "late_at_s": late_at,
+        "markers": len(offsets),
+        "offsets": offsets,
+        "lateness": lateness,
+        "marker_times": marker_times,
+    }
+
+
 # -- the listener process --------------------------------------------------------------------
 async def listen(args: argparse.Namespace) -> None:
     """Join ``args.listen`` rooms with AvatarReceiver; report each room's figures as JSON."""
-    from sync import Viewer, heard_onsets  # bench/sync.py (this script's directory)
+    from sync import Viewer  # bench/sync.py (this script's directory)
 
     ep = LiveKitEndpoint(args.url, args.api_key, args.api_secret, "")
     viewers: list[Viewer] = []
@@ -127,55 +181,7 @@ async def listen(args: argparse.Namespace) -> None:
                 ended.add(v.room.name)
     except TimeoutError:
         pass  # a collapsed relay: report what was received ("ended": false)
-    results = []
-    for v in viewers:
-        rec = v.rec
-        # Gaps: silent 10 ms chunks between the first and the last chunk of speech.
-        rms = [float(np.sqrt(np.mean(a.astype(np.float64) ** 2))) if len(a) else 0.0
-               for a in rec.chunk_audio]  # fmt: skip
-        loud = [i for i, r in enumerate(rms) if r >= GAP_RMS]
-        gap_chunks: list[int] = []
-        gap_starts: list[int] = []
-        run = 0
-        if loud:
-            for i in range(loud[0], loud[-1] + 1):
-                if rms[i] < GAP_RMS:
-                    run += 1
-                elif run:
-                    gap_chunks.append(run)
-                    gap_starts.append(i - run - loud[0])
-                    run = 0
-        chunk_ms = 1000 * len(rec.chunk_audio[0]) / rec.sample_rate if rec.chunk_audio else 10
-        heard = heard_onsets(rec)
-        offsets: list[float] = []
-        lateness: list[float] = []
-        late_at: list[float] = []
-        for cid, k, presented in rec.marker_frame_presented:
-            if not heard:
-                break
-            nearest = min(heard, key=lambda t, p=presented: abs(t - p))  # type: ignore[misc]
-            if abs(nearest - presented) > 0.25:
-                continue
-            offsets.append((presented - nearest) * 1000)
-            arrived = rec.marker_arrived.get((cid, k))
-            if arrived is not None:
-                lateness.append((arrived - nearest) * 1000)
-                if arrived > nearest:
-                    late_at.append(round(nearest - heard[0], 2))
-        results.append(
-            {
-                "room": v.room.name,
-                "ended": v.room.name in ended,
-                "gaps": len(gap_chunks),
-                "gap_ms": sum(gap_chunks) * chunk_ms,
-                "longest_gap_ms": max(gap_chunks, default=0) * chunk_ms,
-                "gaps_at_s": [round(g * chunk_ms / 1000, 2) for g in gap_starts],
-                "late_at_s": late_at,
-                "markers": len(offsets),
-                "offsets": offsets,
-                "lateness": lateness,
-            }
-        )
+    results = [dict(analyse(v), room=v.room.name, ended=v.room.name in ended) for v in viewers]
     print("result " + json.dumps(results), flush=True)
     for v in viewers:
         await v.aclose()

@@ -28,6 +28,7 @@ from avatar_relay.motion import clapperboard_audio
 from avatar_relay.protocol.constants import SPEAK_AUDIO_STREAM_TOPIC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from load import analyse, speech_wav  # noqa: E402
 from sync import OFFSET_S, PERIOD_S, Viewer, heard_onsets, token  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -119,3 +120,66 @@ async def test_receiver_reanchors_after_the_relay_fell_behind(
         # Not early by more than 20 ms (the bug: 110-350 ms early); late within what viewers
         # cannot detect (ITU-R BT.1359), as the sync test allows.
         assert -0.020 <= off <= 0.045, f"{t - resumed:.2f}s after: {off:+.3f}s {trace_note}"
+
+
+UPLOAD_SECONDS = 30.0
+"""The WAV uploaded while the room speaks: 1.4 MB on the speak-audio stream."""
+
+
+async def test_uploading_a_wav_into_a_speaking_room_costs_no_audio_and_no_late_frame(
+    livekit_server: LiveKitEndpoint, clapper_worker: WorkerProcess, room_name: str
+) -> None:
+    """Issue 11, item 5: every WAV uploaded into a room that was speaking cost 90-120 ms of
+    concealed audio and 2-7 frames up to 200 ms late (the whole WAV went to the motion
+    source in one call on the loop that paces the audio; the stream itself was unbounded).
+    A second participant uploads 30 s of audio while the first utterance plays (it queues
+    behind it); the viewer must hear the playing utterance whole (a quiet tone runs under it,
+    so a lost chunk is silence) and get every marker frame before its burst is heard."""
+    from livekit import rtc
+
+    viewer_room = rtc.Room()
+    await viewer_room.connect(livekit_server.url, token(livekit_server, "viewer", room_name))
+    uploader = rtc.Room()
+    await uploader.connect(livekit_server.url, token(livekit_server, "uploader", room_name))
+    viewer = Viewer(viewer_room)
+    await viewer.start()
+    try:
+        await dispatch_relay(livekit_server, room_name, "avatar-relay")
+        async with asyncio.timeout(30):
+            await viewer.relay_ready.wait()
+            await viewer.wait_audio_flowing()
+        relay = viewer.receiver.relay_identity
+        assert relay is not None
+        playing, queued = speech_wav(12.0), speech_wav(UPLOAD_SECONDS)
+        await uploader.local_participant.send_bytes(
+            playing, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[relay]
+        )
+        async with asyncio.timeout(20):
+            await viewer.wait_markers(3)
+        upload_began = time.monotonic()
+        await uploader.local_participant.send_bytes(
+            queued, topic=SPEAK_AUDIO_STREAM_TOPIC, destination_identities=[relay]
+        )
+        upload_ended = time.monotonic()
+        async with asyncio.timeout(30):
+            await viewer.conversation_ended.wait()
+    finally:
+        await viewer.aclose()
+        await viewer_room.disconnect()
+        await uploader.disconnect()
+
+    figures = analyse(viewer)
+    begin, end = upload_began - 0.2, upload_ended + 1.0  # and the relay's handling after it
+
+    def inside(t: float) -> bool:
+        return begin <= t <= end
+
+    markers = [
+        (round(t - upload_began, 2), round(ms))
+        for t, ms in zip(figures["marker_times"], figures["lateness"], strict=True)
+        if inside(t)
+    ]
+    note = f"upload took {upload_ended - upload_began:.2f}s; markers (s, lateness ms): {markers}"
+    assert markers, f"no marker heard during the upload: {note}"
+    assert [t for t in figures["gap_times"] if inside(t)] == [], f"silence heard: {note}"
+    assert [m for m in markers if m[1] > 0] == [], f"late frames: {note}"
