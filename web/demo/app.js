@@ -137,6 +137,8 @@ const api = {
   resetSync: () => syncMeter.reset(),
   /** Every marker-vs-onset offset (ms, presented - heard) measured since resetSync(). */
   syncOffsets: () => [...syncMeter.offsets],
+  /** [heard at (performance.now() ms), offset ms] of every marker matched since resetSync(). */
+  syncPairs: () => syncMeter.pairs.map((p) => [...p]),
   async repeatMe(seconds = REPEAT_SECONDS) {
     const wav = await recordMicrophoneWav(avatar.audioContext, seconds, {
       onLevel: (f) => setStatus(`recording… ${Math.round(f * seconds)} / ${seconds} s`),

@@ -14,6 +14,8 @@ export class SyncMeter {
     this.onsets = [];
     this.markers = [];
     this.offsets = [];
+    /** [heard at (performance.now() ms), offset ms] of each pair, for tests that need when. */
+    this.pairs = [];
   }
 
   addOnset(atMs) {
@@ -43,7 +45,9 @@ export class SyncMeter {
       }
       if (best !== null) {
         this.offsets.push(m - best);
+        this.pairs.push([best, m - best]);
         if (this.offsets.length > MAX_KEEP) this.offsets.shift();
+        if (this.pairs.length > MAX_KEEP) this.pairs.shift();
       }
     }
     this.markers = keep;
