@@ -29,7 +29,7 @@ from typing import Final
 import pytest
 from conftest import LOG_DIR
 from playwright.async_api import Page
-from web_page import CHROMIUM, chromium
+from web_page import browser_test_marks, chromium
 
 from agent.demo import DemoStack
 from agent.devserver import CACHE_DIR, PROJECT_ROOT
@@ -43,12 +43,7 @@ NPM_TIMEOUT_S: Final = 180
 CACHE_MAX_AGE_S: Final = 7 * 24 * 3600
 
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.e2e,
-    pytest.mark.timeout(420),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is absent"
-    ),
+    *browser_test_marks(420),
     pytest.mark.skipif(NPM is None, reason="npm is absent"),
 ]
 

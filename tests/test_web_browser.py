@@ -15,18 +15,11 @@ import pytest
 from conftest import LOG_DIR
 from PIL import Image
 from playwright.async_api import Page
-from web_page import CHROMIUM, chromium, open_demo
+from web_page import browser_test_marks, chromium, open_demo
 
 from agent.demo import DemoStack
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.e2e,
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is absent"
-    ),
-]
+pytestmark = browser_test_marks(240)
 
 SPEAKING_ENERGY = 0.01
 """RMS of the played track while speech plays (espeak speech is ~0.05-0.2)."""

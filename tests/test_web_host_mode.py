@@ -30,7 +30,7 @@ from conftest import LOG_DIR
 from playwright.async_api import Browser, Page
 from spatius.proto.generated import message_pb2 as _message_pb2
 from spatius_server import LocalSpatiusServer
-from web_page import CHROMIUM, chromium, open_demo
+from web_page import browser_test_marks, chromium, open_demo
 
 from agent.demo import WEB_DIST, DemoStack
 from agent.devserver import PROJECT_ROOT
@@ -44,10 +44,7 @@ RATE: Final = 16000
 """The vendor SDK's default sample rate; the bridge is configured for it."""
 
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.e2e,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is absent"),
+    *browser_test_marks(300),
     pytest.mark.skipif(not ESBUILD.exists(), reason="web/node_modules is absent (npm ci)"),
     pytest.mark.skipif(not (WEB_DIST / "index.html").exists(), reason="web/dist not built"),
 ]

@@ -27,21 +27,14 @@ import pytest
 from conftest import LOG_DIR
 from failover_helpers import wait_job_started
 from playwright.async_api import Page
-from web_page import CHROMIUM, chromium, open_demo
+from web_page import browser_test_marks, chromium, open_demo
 
 from agent.demo import DemoStack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from browser_sync import clapperboard_wav  # noqa: E402
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.e2e,
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is absent"
-    ),
-]
+pytestmark = browser_test_marks(240)
 SECONDS = 8.32
 STALL_S = 0.3
 REANCHOR_WITHIN_S = 1.0

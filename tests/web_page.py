@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
+import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
@@ -20,6 +21,17 @@ CHROMIUM_ARGS: Final = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
+
+
+
+def browser_test_marks(timeout_s: int) -> list[pytest.MarkDecorator]:
+    """The marks of a module of browser end-to-end tests (skipped without Debian's Chromium)."""
+    return [
+        pytest.mark.browser,
+        pytest.mark.e2e,
+        pytest.mark.timeout(timeout_s),
+        pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is absent"),
+    ]
 
 
 @contextlib.asynccontextmanager

@@ -136,7 +136,7 @@ const api = {
   sendWavBase64: (b64) => sendWav(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))),
   resetSync: () => syncMeter.reset(),
   /** Every marker-vs-onset offset (ms, presented - heard) measured since resetSync(). */
-  syncOffsets: () => [...syncMeter.offsets],
+  syncOffsets: () => syncMeter.offsets,
   /** [heard at (performance.now() ms), offset ms] of every marker matched since resetSync(). */
   syncPairs: () => syncMeter.pairs.map((p) => [...p]),
   async repeatMe(seconds = REPEAT_SECONDS) {

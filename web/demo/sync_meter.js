@@ -13,9 +13,12 @@ export class SyncMeter {
   reset() {
     this.onsets = [];
     this.markers = [];
-    this.offsets = [];
-    /** [heard at (performance.now() ms), offset ms] of each pair, for tests that need when. */
+    /** [heard at (performance.now() ms), offset ms] of each matched marker. */
     this.pairs = [];
+  }
+
+  get offsets() {
+    return this.pairs.map((p) => p[1]);
   }
 
   addOnset(atMs) {
@@ -44,9 +47,7 @@ export class SyncMeter {
         if (Math.abs(m - o) <= MATCH_WINDOW_MS && (best === null || Math.abs(m - o) < Math.abs(m - best))) best = o;
       }
       if (best !== null) {
-        this.offsets.push(m - best);
         this.pairs.push([best, m - best]);
-        if (this.offsets.length > MAX_KEEP) this.offsets.shift();
         if (this.pairs.length > MAX_KEEP) this.pairs.shift();
       }
     }
@@ -54,16 +55,17 @@ export class SyncMeter {
   }
 
   summary() {
-    if (!this.offsets.length) return null;
-    const abs = this.offsets.map(Math.abs).sort((a, b) => a - b);
+    const offsets = this.offsets;
+    if (!offsets.length) return null;
+    const abs = offsets.map(Math.abs).sort((a, b) => a - b);
     const q = (p) => abs[Math.min(abs.length - 1, Math.floor(p * abs.length))];
     return {
-      count: this.offsets.length,
-      last: this.offsets.at(-1),
+      count: offsets.length,
+      last: offsets.at(-1),
       p50: q(0.5),
       p95: q(0.95),
       max: abs.at(-1),
-      offsets: this.offsets.slice(-200),
+      offsets: offsets.slice(-200),
     };
   }
 }
